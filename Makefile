@@ -1,0 +1,41 @@
+# mamori — the two set-up commands are `make up` and `make test`; the rest is for developers.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= all,test,dev
+
+.PHONY: up test lint fmt bench venv clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+## up: install into .venv and show mamori working on generated samples
+up: venv
+	$(PY) -m mamori.demo_up
+
+## test: the whole suite (unit, property and integration tests)
+test: venv
+	$(PY) -m pytest -n 2 --dist loadgroup -p no:randomly --cov --cov-report=term:skip-covered
+
+## lint: formatting, lint and strict typing
+lint: venv
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+## fmt: apply formatting and safe lint fixes
+fmt: venv
+	$(VENV)/bin/ruff format src tests bench
+	$(VENV)/bin/ruff check --fix src tests bench
+
+## bench: compare against peer scanners; results go to bench/results/
+bench: venv
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

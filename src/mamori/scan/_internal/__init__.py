@@ -1,0 +1,1 @@
+"""Plumbing for the scanner; nothing here is public API."""
