@@ -59,7 +59,7 @@ class Rule:
         )
 
 
-def _r(
+def _r(  # noqa: PLR0917 - positional on purpose: the table reads as rows
     rule_id: str,
     severity: Severity,
     title: str,
@@ -70,7 +70,8 @@ def _r(
     return Rule(rule_id, severity, title, cwe, atlas, description)
 
 
-C, H, M, L, I = Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO
+# N is INFO: a bare I would be ambiguous (E741).
+C, H, M, L, N = Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO
 
 _TABLE: Final[tuple[Rule, ...]] = (
     # --- engine, limits and generic input problems (owned by scan/engine.py) ---------------
@@ -79,7 +80,7 @@ _TABLE: Final[tuple[Rule, ...]] = (
     _r("MAM-GEN-002", H, "File changed during scan", ("CWE-367",), SUPPLY_CHAIN,
        "The file's size, inode or mtime changed while it was scanned; the digest may not "
        "describe the bytes analysed."),
-    _r("MAM-GEN-003", I, "Unknown format inside a model container", ("CWE-20",), (),
+    _r("MAM-GEN-003", N, "Unknown format inside a model container", ("CWE-20",), (),
        "A member was not recognised as any format mamori understands; it was hashed only."),
     _r("MAM-GEN-004", M, "Unrecognised top-level file", ("CWE-20",), SUPPLY_CHAIN,
        "A file with a model-like extension whose bytes match no known format."),

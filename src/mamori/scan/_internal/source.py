@@ -43,16 +43,16 @@ class RegionReader(io.RawIOBase):
         self._pos = 0
         self._owns_fd = owns_fd
 
-    def readable(self) -> bool:  # noqa: D102 - io protocol
+    def readable(self) -> bool:
         return True
 
-    def seekable(self) -> bool:  # noqa: D102 - io protocol
+    def seekable(self) -> bool:
         return True
 
-    def tell(self) -> int:  # noqa: D102 - io protocol
+    def tell(self) -> int:
         return self._pos
 
-    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:  # noqa: D102 - io protocol
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
         if whence == io.SEEK_SET:
             new = pos
         elif whence == io.SEEK_CUR:
@@ -103,7 +103,9 @@ class FileRegion(Source):
 
     random_access = True
 
-    def __init__(self, path: str | os.PathLike[str], offset: int = 0, length: int | None = None):
+    def __init__(
+        self, path: str | os.PathLike[str], offset: int = 0, length: int | None = None
+    ) -> None:
         self.path = os.fspath(path)
         self.offset = offset
         if length is None:
