@@ -72,13 +72,15 @@ _MODEL_EXTENSIONS: dict[str, frozenset[FileFormat]] = {
 }
 
 
-def detect(probe: Probe, handlers: Sequence[FormatHandler] = HANDLERS) -> list[FormatHandler]:
+def detect(probe: Probe, handlers: Sequence[FormatHandler] | None = None) -> list[FormatHandler]:
     """Return the handlers whose format matches the bytes, most specific readings only.
 
     A handler is dropped when a matching handler refines its format (a torch zip is also a
     zip; only the torch reading is kept). More than one survivor means the bytes are
     ambiguous, which the engine reports.
     """
+    if handlers is None:
+        handlers = HANDLERS
     matched = [h for h in handlers if _safe_sniff(h, probe)]
     refined = {h.refines for h in matched if h.refines is not None}
     return [h for h in matched if h.format not in refined]
