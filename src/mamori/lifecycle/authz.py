@@ -1,0 +1,123 @@
+"""Lifecycle authorization: Cedar decides, every decision is audited with its policy ids."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from mamori.errors import AccessDenied, PolicyError
+from mamori.identity.principal import Principal
+from mamori.policy.engine import Decision, Effect, Entity, EntityUid, PolicyEngine, Request
+from mamori.store.db import audit_append
+
+__all__ = ["Action", "ArtifactFacts", "LifecycleAuthorizer", "has_mfa"]
+
+
+class Action(enum.StrEnum):
+    """The lifecycle actions the policies know."""
+
+    VIEW = "view"
+    SCAN = "scan"
+    IMPORT = "import"
+    APPROVE = "approve"
+    REJECT = "reject"
+    OVERRIDE = "override"
+    DEPLOY = "deploy"
+    INVOKE = "invoke"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactFacts:
+    """What the policies may know about an artifact: all of it from mamori's own store."""
+
+    sha256: str
+    imported_by: str
+    state: str
+    verdict: str
+    deployable: bool
+
+
+def has_mfa(principal: Principal) -> bool:
+    """True when the verified token asserted multi-factor authentication."""
+    return principal.attributes.get("mfa") == "true"
+
+
+class LifecycleAuthorizer:
+    """Asks Cedar, writes the decision to the audit chain, raises on deny."""
+
+    def __init__(self, engine: PolicyEngine) -> None:
+        """Use ``engine`` (normally ``PolicyEngine.packaged("lifecycle")``)."""
+        self.engine = engine
+
+    def decide(
+        self,
+        principal: Principal,
+        action: Action,
+        artifact: ArtifactFacts | None,
+        *,
+        reason: str = "",
+    ) -> Decision:
+        """The policy decision, without side effects. Engine errors are a deny."""
+        user = EntityUid("Mamori::User", f"{principal.issuer}|{principal.subject}")
+        roles = tuple(EntityUid("Mamori::Role", r) for r in sorted(principal.roles))
+        entities = [Entity(user, {"subject": principal.subject}, roles)]
+        entities += [Entity(r) for r in roles]
+        if artifact is None:
+            resource = EntityUid("Mamori::System", "mamori")
+            entities.append(Entity(resource))
+        else:
+            resource = EntityUid("Mamori::Artifact", artifact.sha256)
+            entities.append(
+                Entity(
+                    resource,
+                    {
+                        "sha256": artifact.sha256,
+                        "imported_by": artifact.imported_by,
+                        "state": artifact.state,
+                        "verdict": artifact.verdict,
+                        "deployable": artifact.deployable,
+                    },
+                )
+            )
+        request = Request(
+            user,
+            EntityUid("Mamori::Action", action.value),
+            resource,
+            {"mfa": has_mfa(principal), "reason": reason},
+        )
+        try:
+            return self.engine.decide(request, entities)
+        except PolicyError as exc:
+            return Decision(Effect.DENY, (), f"policy engine error: {exc.diagnostics()}")
+
+    def require(
+        self,
+        session: Session,
+        principal: Principal,
+        action: Action,
+        artifact: ArtifactFacts | None,
+        *,
+        reason: str = "",
+    ) -> Decision:
+        """Decide and audit in ``session``; raise :class:`AccessDenied` on deny.
+
+        The audit record of a deny must survive the caller's rollback, so callers audit denies
+        in a transaction of their own (see :meth:`mamori.lifecycle.Lifecycle._authorize`).
+        """
+        decision = self.decide(principal, action, artifact, reason=reason)
+        audit_append(
+            session,
+            principal=f"{principal.issuer}|{principal.subject}",
+            action=action.value,
+            resource=artifact.sha256 if artifact else "mamori",
+            decision=decision.effect.value,
+            policy_ids=decision.policy_ids,
+            reason=decision.reason if not reason else f"{decision.reason}; {reason}",
+        )
+        if not decision.allowed:
+            msg = f"{action.value} denied: {decision.reason}"
+            raise AccessDenied(msg, policy_ids=decision.policy_ids)
+        return decision

@@ -1,0 +1,613 @@
+"""The model lifecycle: import → scan → approve/reject → deployable, and the gate.
+
+The store is the source of truth and the job queue is only a doorbell: a scan is claimed in
+the store before it runs and finished in one transaction with its findings, state change and
+audit record. A worker killed mid-scan leaves a RUNNING row whose heartbeat goes stale;
+:meth:`Lifecycle.pending_scans` hands it out again, and the unique (artifact, ruleset) row
+means a retried job can never produce a second verdict.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Final
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from mamori.audit.chain import AuditRecord
+from mamori.errors import AccessDenied, InvalidState, NotFound, StoreError
+from mamori.findings import ScanReport, Severity, Verdict
+from mamori.identity.principal import Principal
+from mamori.lifecycle.authz import Action, ArtifactFacts, LifecycleAuthorizer
+from mamori.lifecycle.blobs import BlobStore, StoredBlob
+from mamori.lifecycle.views import ArtifactView, GateResult, Page, ScanView, artifact_view
+from mamori.scan import RULESET_VERSION, ScanPolicy, scan_path
+from mamori.scan.report.schema import build_document
+from mamori.store.db import Store, audit_append, audit_records
+from mamori.store.models import (
+    ApprovalDecision,
+    ApprovalRow,
+    ArtifactRow,
+    ArtifactState,
+    BindingRow,
+    FindingRow,
+    ScanRow,
+    ScanStatus,
+)
+
+__all__ = ["SCANNER_PRINCIPAL", "Lifecycle"]
+
+SCANNER_PRINCIPAL: Final = "mamori|scanner"
+"""How the scanner itself appears in the audit log."""
+
+_HEARTBEAT_STALE: Final = timedelta(minutes=2)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes even for timezone-aware columns; they were written UTC.
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def _who(principal: Principal) -> str:
+    return f"{principal.issuer}|{principal.subject}"
+
+
+class Lifecycle:
+    """The lifecycle operations. The CLI, the API and the workers all go through here."""
+
+    def __init__(
+        self,
+        store: Store,
+        blobs: BlobStore,
+        authz: LifecycleAuthorizer,
+        *,
+        scan_policy: ScanPolicy | None = None,
+        enqueue: Callable[[str], None] | None = None,
+        ruleset_version: str = RULESET_VERSION,
+    ) -> None:
+        """Wire the store, the quarantine, the policies and (optionally) the job queue."""
+        self.store = store
+        self.blobs = blobs
+        self.authz = authz
+        self.scan_policy = scan_policy or ScanPolicy()
+        self.enqueue = enqueue
+        self.ruleset_version = ruleset_version
+
+    # --- authorization ---------------------------------------------------------------------
+
+    def _authorize(
+        self,
+        principal: Principal,
+        action: Action,
+        artifact: ArtifactFacts | None,
+        *,
+        reason: str = "",
+    ) -> tuple[str, ...]:
+        """Decide; audit the decision in its own transaction; raise on deny."""
+        # A deny raises out of the transaction after its audit record was written; the
+        # session commits that record because AccessDenied is not an SQLAlchemy error.
+        with self.store.write() as session:
+            try:
+                decision = self.authz.require(session, principal, action, artifact, reason=reason)
+            except AccessDenied as exc:
+                denied = exc
+            else:
+                return decision.policy_ids
+        raise denied
+
+    def _facts(self, session: Session, row: ArtifactRow) -> ArtifactFacts:
+        latest = self._latest_scan(session, row)
+        return ArtifactFacts(
+            sha256=row.sha256,
+            imported_by=row.imported_by,
+            state=row.state.value,
+            verdict=(latest.verdict or "") if latest is not None else "",
+            deployable=self._deployable(session, row, latest),
+        )
+
+    # --- import ----------------------------------------------------------------------------
+
+    def import_stream(
+        self,
+        principal: Principal,
+        stream: IO[bytes],
+        *,
+        name: str,
+        source: str = "upload",
+        version: str = "",
+        max_bytes: int | None = None,
+    ) -> ArtifactView:
+        """Quarantine an upload, register it and queue its scan."""
+        self._authorize(principal, Action.IMPORT, None)
+        blob = self.blobs.put_stream(stream, max_bytes=max_bytes)
+        return self.register(principal, blob, source=source, name=name, version=version)
+
+    def import_file(
+        self, principal: Principal, path: Path, *, name: str | None = None, source: str = "upload"
+    ) -> ArtifactView:
+        """Quarantine a local file, register it and queue its scan."""
+        self._authorize(principal, Action.IMPORT, None)
+        blob = self.blobs.put_file(path)
+        return self.register(principal, blob, source=source, name=name or path.name)
+
+    def register(
+        self,
+        principal: Principal,
+        blob: StoredBlob,
+        *,
+        source: str,
+        name: str,
+        version: str = "",
+        alias: str | None = None,
+        member_path: str = "",
+    ) -> ArtifactView:
+        """Record a quarantined blob and its binding; queue a scan unless one is done.
+
+        The caller must already have authorized the import (integrations call this after
+        their own checks).
+        """
+        now = _now()
+        with self.store.write() as session:
+            row = self._find_artifact(session, blob.sha256)
+            if row is None:
+                row = ArtifactRow(
+                    sha256=blob.sha256,
+                    size=blob.size,
+                    format="unknown",
+                    state=ArtifactState.QUARANTINED,
+                    state_reason="waiting for its first scan",
+                    imported_by=principal.subject,
+                    created_at=now,
+                    updated_at=now,
+                    stored_path=str(blob.path),
+                )
+                session.add(row)
+                session.flush()
+                audit_append(
+                    session,
+                    principal=_who(principal),
+                    action="import",
+                    resource=blob.sha256,
+                    decision="quarantined",
+                    reason=f"{source}:{name}@{version}" if version else f"{source}:{name}",
+                )
+            exists = session.execute(
+                select(BindingRow.id).where(
+                    BindingRow.artifact_id == row.id,
+                    BindingRow.source == source,
+                    BindingRow.name == name,
+                    BindingRow.version == version,
+                )
+            ).first()
+            if exists is None:
+                session.add(
+                    BindingRow(
+                        artifact_id=row.id,
+                        source=source,
+                        name=name,
+                        version=version,
+                        alias=alias,
+                        member_path=member_path,
+                        created_by=_who(principal),
+                        created_at=now,
+                    )
+                )
+            needs_scan = self._current_done_scan(session, row) is None
+        if needs_scan and self.enqueue is not None:
+            self.enqueue(blob.sha256)
+        return self.get(blob.sha256)
+
+    # --- scanning (the worker side) --------------------------------------------------------
+
+    def run_scan(
+        self, sha256: str, *, progress: Callable[[float], None] | None = None
+    ) -> ScanView | None:
+        """Scan a quarantined artifact under the current ruleset, exactly once.
+
+        Returns the finished scan, or ``None`` when another live worker holds the claim.
+        """
+        claim = secrets.token_hex(16)
+        with self.store.write() as session:
+            row = self._artifact_row(session, sha256)
+            scan = self._scan_row(session, row)
+            if scan is not None and scan.status is ScanStatus.DONE:
+                return ScanView.of(scan, sha256)
+            beat = _aware(scan.heartbeat_at) if scan is not None else None
+            if (
+                scan is not None
+                and scan.status is ScanStatus.RUNNING
+                and beat is not None
+                and _now() - beat < _HEARTBEAT_STALE
+            ):
+                return None
+            if scan is None:
+                scan = ScanRow(
+                    artifact_id=row.id,
+                    ruleset_version=self.ruleset_version,
+                    scanner_version="",
+                    status=ScanStatus.RUNNING,
+                    created_at=_now(),
+                )
+                session.add(scan)
+            scan.status = ScanStatus.RUNNING
+            scan.claim = claim
+            scan.heartbeat_at = _now()
+            scan.error = None
+            path = Path(row.stored_path or self.blobs.path_for(sha256))
+            try:
+                session.flush()
+            except IntegrityError:
+                return None  # a concurrent worker inserted the row first; it owns the scan
+        if progress is not None:
+            progress(0.0)
+        try:
+            report = scan_path(path, self.scan_policy)
+        except Exception as exc:  # noqa: BLE001 - any failure is recorded; fail closed
+            return self._fail_scan(sha256, claim, f"{type(exc).__name__}: {exc}")
+        if report.sha256 != sha256:
+            return self._fail_scan(
+                sha256, claim, f"quarantined bytes changed: digest is now {report.sha256}"
+            )
+        view = self._finish_scan(sha256, claim, report)
+        if progress is not None:
+            progress(1.0)
+        return view
+
+    def _fail_scan(self, sha256: str, claim: str, error: str) -> ScanView | None:
+        with self.store.write() as session:
+            row = self._artifact_row(session, sha256)
+            scan = self._scan_row(session, row)
+            if scan is None or scan.claim != claim:
+                return None
+            scan.status = ScanStatus.FAILED
+            scan.error = error
+            scan.finished_at = _now()
+            audit_append(
+                session,
+                principal=SCANNER_PRINCIPAL,
+                action="scan",
+                resource=sha256,
+                decision="failed",
+                reason=error,
+            )
+            return ScanView.of(scan, sha256)
+
+    def _finish_scan(self, sha256: str, claim: str, report: ScanReport) -> ScanView | None:
+        document = build_document([report]).model_dump(mode="json")["reports"][0]
+        top = report.max_severity
+        with self.store.write() as session:
+            row = self._artifact_row(session, sha256)
+            scan = self._scan_row(session, row)
+            if scan is None or scan.claim != claim:
+                return None  # our claim was taken over after we went stale: drop our result
+            scan.status = ScanStatus.DONE
+            scan.scanner_version = report.scanner_version
+            scan.verdict = report.verdict.value
+            scan.max_severity = None if top is None else top.label
+            scan.duration_s = report.duration_s
+            scan.progress = 1.0
+            scan.report = document
+            scan.finished_at = _now()
+            for f in report.findings:
+                scan.findings.append(
+                    FindingRow(
+                        rule_id=f.rule_id,
+                        severity=f.severity.label,
+                        severity_rank=int(f.severity),
+                        message=f.message,
+                        member="!".join(f.location.member),
+                        offset=f.location.offset,
+                        evidence=f.evidence,
+                    )
+                )
+            row.format = report.format.value
+            self._transition_after_scan(session, row, report)
+            return ScanView.of(scan, sha256)
+
+    def _transition_after_scan(
+        self, session: Session, row: ArtifactRow, report: ScanReport
+    ) -> None:
+        before = row.state
+        after: ArtifactState
+        safe = report.verdict is Verdict.SAFE
+        worst = ", ".join(
+            sorted({f.rule_id for f in report.findings if f.severity >= report.threshold})
+        )
+        if before is ArtifactState.REJECTED:
+            after, reason = before, row.state_reason
+        elif safe:
+            after = (
+                ArtifactState.APPROVED if before is ArtifactState.APPROVED else ArtifactState.SAFE
+            )
+            reason = f"SAFE under ruleset {self.ruleset_version}"
+        elif before is ArtifactState.APPROVED:
+            after = ArtifactState.UNSAFE
+            reason = f"approval revoked: ruleset {self.ruleset_version} found {worst}"
+        else:
+            after = ArtifactState.UNSAFE
+            reason = f"UNSAFE under ruleset {self.ruleset_version}: {worst}"
+        row.state, row.state_reason, row.updated_at = after, reason, _now()
+        audit_append(
+            session,
+            principal=SCANNER_PRINCIPAL,
+            action="scan",
+            resource=row.sha256,
+            decision=report.verdict.value,
+            reason=f"{before.value} -> {after.value}: {reason}",
+        )
+
+    def pending_scans(self) -> list[str]:
+        """Digests that need a scan: never scanned under this ruleset, failed, or stale."""
+        cutoff = _now() - _HEARTBEAT_STALE
+        with self.store.read() as session:
+            done_or_live = select(ScanRow.artifact_id).where(
+                ScanRow.ruleset_version == self.ruleset_version,
+                (ScanRow.status == ScanStatus.DONE)
+                | ((ScanRow.status == ScanStatus.RUNNING) & (ScanRow.heartbeat_at >= cutoff)),
+            )
+            rows = session.execute(
+                select(ArtifactRow.sha256)
+                .where(ArtifactRow.id.not_in(done_or_live))
+                .order_by(ArtifactRow.id)
+            )
+            return [sha for (sha,) in rows]
+
+    # --- decisions -------------------------------------------------------------------------
+
+    def decide(
+        self,
+        principal: Principal,
+        sha256: str,
+        decision: ApprovalDecision,
+        *,
+        reason: str = "",
+    ) -> ArtifactView:
+        """Approve, reject or (admin) override; Cedar decides who may, the store records it."""
+        action = {
+            ApprovalDecision.APPROVED: Action.APPROVE,
+            ApprovalDecision.REJECTED: Action.REJECT,
+            ApprovalDecision.OVERRIDE: Action.OVERRIDE,
+        }[decision]
+        with self.store.read() as session:
+            row = self._artifact_row(session, sha256)
+            facts = self._facts(session, row)
+            latest = self._latest_scan(session, row)
+            latest_id = None if latest is None else latest.id
+            finished = latest is not None and latest.status is ScanStatus.DONE
+        if not finished:
+            msg = f"{sha256[:12]} has no finished scan under ruleset {self.ruleset_version}"
+            raise InvalidState(msg)
+        policy_ids = self._authorize(principal, action, facts, reason=reason)
+        now = _now()
+        with self.store.write() as session:
+            row = self._artifact_row(session, sha256)
+            scan = self._latest_scan(session, row)
+            if scan is None or latest_id != scan.id:
+                msg = f"{sha256[:12]} was rescanned while the decision was made; decide again"
+                raise InvalidState(msg)
+            session.add(
+                ApprovalRow(
+                    artifact_id=row.id,
+                    scan_id=scan.id,
+                    decision=decision,
+                    actor=_who(principal),
+                    reason=reason,
+                    policy_ids=list(policy_ids),
+                    created_at=now,
+                )
+            )
+            before = row.state
+            row.state = (
+                ArtifactState.REJECTED
+                if decision is ApprovalDecision.REJECTED
+                else ArtifactState.APPROVED
+            )
+            row.state_reason = f"{decision.value} by {principal.subject}" + (
+                f": {reason}" if reason else ""
+            )
+            row.updated_at = now
+            audit_append(
+                session,
+                principal=_who(principal),
+                action=action.value,
+                resource=sha256,
+                decision=f"{before.value} -> {row.state.value}",
+                policy_ids=policy_ids,
+                reason=reason,
+            )
+        return self.get(sha256)
+
+    # --- the gate --------------------------------------------------------------------------
+
+    def gate(self, sha256: str, action: Action = Action.DEPLOY) -> GateResult:
+        """May these exact bytes be deployed (or invoked)? A fast, read-only answer."""
+        if action not in {Action.DEPLOY, Action.INVOKE}:
+            return GateResult(allowed=False, reason=f"the gate answers deploy/invoke, not {action}")
+        try:
+            with self.store.read() as session:
+                row = self._find_artifact(session, sha256)
+                if row is None:
+                    return GateResult(
+                        allowed=False, reason="unknown digest: never imported or scanned"
+                    )
+                latest = self._latest_scan(session, row)
+                if self._deployable(session, row, latest):
+                    return GateResult(
+                        allowed=True,
+                        reason=f"{row.state.value}: {row.state_reason}",
+                        state=row.state,
+                    )
+                return GateResult(allowed=False, reason=self._why_not(row, latest), state=row.state)
+        except StoreError as exc:
+            return GateResult(allowed=False, reason=f"store unavailable: {exc.diagnostics()}")
+
+    def _why_not(self, row: ArtifactRow, latest: ScanRow | None) -> str:
+        if latest is None or latest.status is not ScanStatus.DONE:
+            return f"not scanned under ruleset {self.ruleset_version}"
+        if row.state is ArtifactState.APPROVED:
+            return (
+                f"approved, but its scan under ruleset {self.ruleset_version} is {latest.verdict}"
+            )
+        return f"{row.state.value}: {row.state_reason}"
+
+    def _deployable(self, session: Session, row: ArtifactRow, latest: ScanRow | None) -> bool:
+        if row.state is not ArtifactState.APPROVED:
+            return False
+        if latest is None or latest.status is not ScanStatus.DONE:
+            return False
+        approval = session.execute(
+            select(ApprovalRow)
+            .where(ApprovalRow.artifact_id == row.id)
+            .order_by(ApprovalRow.id.desc())
+            .limit(1)
+        ).scalar()
+        if approval is None or approval.decision is ApprovalDecision.REJECTED:
+            return False
+        if latest.verdict == Verdict.SAFE.value:
+            return True
+        # An override covers exactly the scan it was decided on, not a later ruleset's verdict.
+        return approval.decision is ApprovalDecision.OVERRIDE and approval.scan_id == latest.id
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def get(self, sha256: str) -> ArtifactView:
+        """The artifact with this digest (no authorization: internal use and the gate)."""
+        with self.store.read() as session:
+            row = self._artifact_row(session, sha256)
+            latest = self._latest_scan(session, row)
+            return artifact_view(row, latest, deployable=self._deployable(session, row, latest))
+
+    def view(self, principal: Principal, sha256: str) -> ArtifactView:
+        """The artifact, if the caller may view it; unknown and forbidden look the same."""
+        try:
+            with self.store.read() as session:
+                facts = self._facts(session, self._artifact_row(session, sha256))
+            self._authorize(principal, Action.VIEW, facts)
+        except AccessDenied as exc:
+            msg = f"no artifact {sha256[:64]}"
+            raise NotFound(msg) from exc
+        return self.get(sha256)
+
+    def list_artifacts(
+        self,
+        principal: Principal,
+        *,
+        state: ArtifactState | None = None,
+        verdict: Verdict | None = None,
+        source: str | None = None,
+        since: datetime | None = None,
+        min_severity: Severity | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[ArtifactView]:
+        """Artifacts matching every given filter, newest first."""
+        self._authorize(principal, Action.VIEW, None)
+        query = select(ArtifactRow).options(selectinload(ArtifactRow.bindings))
+        if state is not None:
+            query = query.where(ArtifactRow.state == state)
+        if source is not None:
+            query = query.where(
+                ArtifactRow.id.in_(
+                    select(BindingRow.artifact_id).where(BindingRow.source == source)
+                )
+            )
+        if since is not None:
+            query = query.where(ArtifactRow.created_at >= since)
+        current = select(ScanRow).where(
+            ScanRow.ruleset_version == self.ruleset_version, ScanRow.status == ScanStatus.DONE
+        )
+        if verdict is not None:
+            query = query.where(
+                ArtifactRow.id.in_(
+                    current.where(ScanRow.verdict == verdict.value).with_only_columns(
+                        ScanRow.artifact_id
+                    )
+                )
+            )
+        if min_severity is not None:
+            with_findings = (
+                select(ScanRow.artifact_id)
+                .join(FindingRow, FindingRow.scan_id == ScanRow.id)
+                .where(
+                    ScanRow.ruleset_version == self.ruleset_version,
+                    FindingRow.severity_rank >= int(min_severity),
+                )
+            )
+            query = query.where(ArtifactRow.id.in_(with_findings))
+        with self.store.read() as session:
+            total = session.execute(
+                select(func.count()).select_from(query.order_by(None).subquery())
+            ).scalar_one()
+            rows = session.execute(
+                query.order_by(ArtifactRow.id.desc()).limit(limit).offset(offset)
+            ).scalars()
+            items = []
+            for row in rows:
+                latest = self._latest_scan(session, row)
+                items.append(
+                    artifact_view(row, latest, deployable=self._deployable(session, row, latest))
+                )
+        return Page(tuple(items), int(total), limit, offset)
+
+    def scan_report(self, principal: Principal, sha256: str) -> dict[str, object]:
+        """The stored JSON report of the newest finished scan."""
+        self.view(principal, sha256)
+        with self.store.read() as session:
+            row = self._artifact_row(session, sha256)
+            latest = self._latest_scan(session, row)
+            if latest is None or latest.report is None:
+                msg = f"no finished scan for {sha256[:64]}"
+                raise NotFound(msg)
+            return dict(latest.report)
+
+    def audit(self, principal: Principal, *, after: int = 0) -> Iterator[AuditRecord]:
+        """Audit records after ``after``, for export (admins only)."""
+        self._authorize(principal, Action.ADMIN, None)
+        while True:
+            with self.store.read() as session:
+                batch = audit_records(session, after=after, limit=1000)
+            if not batch:
+                return
+            yield from batch
+            after = batch[-1].seq
+
+    # --- row helpers -----------------------------------------------------------------------
+
+    def _find_artifact(self, session: Session, sha256: str) -> ArtifactRow | None:
+        return session.execute(
+            select(ArtifactRow)
+            .where(ArtifactRow.sha256 == sha256)
+            .options(selectinload(ArtifactRow.bindings))
+        ).scalar()
+
+    def _artifact_row(self, session: Session, sha256: str) -> ArtifactRow:
+        row = self._find_artifact(session, sha256)
+        if row is None:
+            msg = f"no artifact {sha256[:64]}"
+            raise NotFound(msg)
+        return row
+
+    def _scan_row(self, session: Session, row: ArtifactRow) -> ScanRow | None:
+        return session.execute(
+            select(ScanRow).where(
+                ScanRow.artifact_id == row.id, ScanRow.ruleset_version == self.ruleset_version
+            )
+        ).scalar()
+
+    def _latest_scan(self, session: Session, row: ArtifactRow) -> ScanRow | None:
+        return self._scan_row(session, row)
+
+    def _current_done_scan(self, session: Session, row: ArtifactRow) -> ScanRow | None:
+        scan = self._scan_row(session, row)
+        return scan if scan is not None and scan.status is ScanStatus.DONE else None
