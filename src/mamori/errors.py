@@ -7,9 +7,9 @@ Every error that mamori raises on purpose derives from :class:`MamoriError`::
     ├── ScanError          a scan could not be carried out at all (missing path, I/O error)
     ├── IdentityError      a credential could not be verified (token, JWKS, API token)
     ├── PolicyError        the policy engine could not decide; callers treat it as deny
-    ├── AccessDenied       the policy decided: no (carries the deciding policy ids)
-    ├── NotFound           no such artifact, scan or token (also what a forbidden lookup says)
-    ├── InvalidState       the lifecycle does not allow this step now (approve an unscanned model)
+    ├── AccessDeniedError       the policy decided: no (carries the deciding policy ids)
+    ├── NotFoundError           no such artifact, scan or token (also what a forbidden lookup says)
+    ├── InvalidStateError       the lifecycle does not allow this step now (approve an unscanned model)
     ├── StoreError         the verdict store failed; nothing half-written is kept
     └── RegistryError      a model registry or hub answered wrongly or not at all
 
@@ -21,12 +21,12 @@ and callers map them to exit code 2 or an HTTP 4xx/5xx.
 from __future__ import annotations
 
 __all__ = [
-    "AccessDenied",
+    "AccessDeniedError",
     "ConfigError",
     "IdentityError",
-    "InvalidState",
+    "InvalidStateError",
     "MamoriError",
-    "NotFound",
+    "NotFoundError",
     "PolicyError",
     "RegistryError",
     "ScanError",
@@ -70,7 +70,7 @@ class RegistryError(MamoriError):
     """A model registry or hub gave an unexpected answer or none."""
 
 
-class AccessDenied(MamoriError):
+class AccessDeniedError(MamoriError):
     """The policy engine denied the action. ``policy_ids`` name the deciding policies."""
 
     def __init__(self, message: str, *, policy_ids: tuple[str, ...] = ()) -> None:
@@ -78,9 +78,9 @@ class AccessDenied(MamoriError):
         self.policy_ids = policy_ids
 
 
-class NotFound(MamoriError):
+class NotFoundError(MamoriError):
     """The named object does not exist (or the caller may not know that it does)."""
 
 
-class InvalidState(MamoriError):
+class InvalidStateError(MamoriError):
     """The lifecycle does not allow this transition from the artifact's current state."""

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select, update
 
 from mamori.audit.chain import verify_chain
-from mamori.errors import AccessDenied, InvalidState, NotFound, StoreError
+from mamori.errors import AccessDeniedError, InvalidStateError, NotFoundError, StoreError
 from mamori.findings import Verdict
 from mamori.lifecycle import Action, Lifecycle
 from mamori.store import ApprovalDecision, ArtifactState, ScanStatus, audit_records
@@ -39,7 +39,7 @@ def test_an_import_is_quarantined_bound_audited_and_queued(lifecycle, upload, qu
 def test_an_import_needs_the_importer_role(lifecycle, tmp_path):
     path = tmp_path / "m.pkl"
     path.write_bytes(BENIGN)
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDeniedError):
         lifecycle.import_file(make_principal("v", "viewer"), path)
     (record,) = _audit(lifecycle)
     assert record.decision == "deny"
@@ -84,7 +84,7 @@ def test_an_approved_safe_model_passes_the_gate(lifecycle, upload):
 def test_four_eyes_an_approver_cannot_approve_what_they_imported(lifecycle, upload):
     sha = upload(BENIGN, by="alice")
     lifecycle.run_scan(sha)
-    with pytest.raises(AccessDenied) as exc:
+    with pytest.raises(AccessDeniedError) as exc:
         lifecycle.decide(APPROVER, sha, ApprovalDecision.APPROVED)
     assert "four-eyes" in exc.value.policy_ids
     assert _audit(lifecycle)[-1].policy_ids == ("four-eyes",)
@@ -94,7 +94,7 @@ def test_four_eyes_an_approver_cannot_approve_what_they_imported(lifecycle, uplo
 def test_approving_needs_an_mfa_claim(lifecycle, upload):
     sha = upload(BENIGN)
     lifecycle.run_scan(sha)
-    with pytest.raises(AccessDenied) as exc:
+    with pytest.raises(AccessDeniedError) as exc:
         lifecycle.decide(
             make_principal("bob", "approver", mfa=False), sha, ApprovalDecision.APPROVED
         )
@@ -106,11 +106,11 @@ def test_an_unsafe_verdict_cannot_be_approved_only_overridden_by_an_admin_with_a
 ):
     sha = upload(MALICIOUS)
     lifecycle.run_scan(sha)
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDeniedError):
         lifecycle.decide(APPROVER, sha, ApprovalDecision.APPROVED)
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDeniedError):
         lifecycle.decide(ADMIN, sha, ApprovalDecision.OVERRIDE)
-    with pytest.raises(AccessDenied):
+    with pytest.raises(AccessDeniedError):
         lifecycle.decide(APPROVER, sha, ApprovalDecision.OVERRIDE, reason="trust me")
     view = lifecycle.decide(ADMIN, sha, ApprovalDecision.OVERRIDE, reason="vendor signed, CVE-free")
     assert view.deployable
@@ -120,7 +120,7 @@ def test_an_unsafe_verdict_cannot_be_approved_only_overridden_by_an_admin_with_a
 
 def test_a_decision_before_any_finished_scan_is_refused(lifecycle, upload):
     sha = upload(BENIGN)
-    with pytest.raises(InvalidState, match="no finished scan"):
+    with pytest.raises(InvalidStateError, match="no finished scan"):
         lifecycle.decide(APPROVER, sha, ApprovalDecision.APPROVED)
 
 
@@ -230,9 +230,9 @@ def test_the_audit_chain_verifies_and_tampering_is_detected(lifecycle, upload):
 def test_viewing_an_unknown_or_forbidden_artifact_looks_the_same(lifecycle, upload):
     sha = upload(BENIGN)
     nobody = make_principal("eve")
-    with pytest.raises(NotFound) as forbidden:
+    with pytest.raises(NotFoundError) as forbidden:
         lifecycle.view(nobody, sha)
-    with pytest.raises(NotFound) as unknown:
+    with pytest.raises(NotFoundError) as unknown:
         lifecycle.view(make_principal("x", "viewer"), "f" * 64)
     assert str(forbidden.value).replace(sha, "X") == str(unknown.value).replace("f" * 64, "X")
 

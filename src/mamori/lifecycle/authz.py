@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from mamori.errors import AccessDenied, PolicyError
+from mamori.errors import AccessDeniedError, PolicyError
 from mamori.identity.principal import Principal
 from mamori.policy.engine import Decision, Effect, Entity, EntityUid, PolicyEngine, Request
 from mamori.store.db import audit_append
@@ -102,7 +102,7 @@ class LifecycleAuthorizer:
         *,
         reason: str = "",
     ) -> Decision:
-        """Decide and audit in ``session``; raise :class:`AccessDenied` on deny.
+        """Decide and audit in ``session``; raise :class:`AccessDeniedError` on deny.
 
         The audit record of a deny must survive the caller's rollback, so callers audit denies
         in a transaction of their own (see :meth:`mamori.lifecycle.Lifecycle._authorize`).
@@ -119,5 +119,5 @@ class LifecycleAuthorizer:
         )
         if not decision.allowed:
             msg = f"{action.value} denied: {decision.reason}"
-            raise AccessDenied(msg, policy_ids=decision.policy_ids)
+            raise AccessDeniedError(msg, policy_ids=decision.policy_ids)
         return decision

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from mamori.audit.chain import AuditRecord
-from mamori.errors import AccessDenied, InvalidState, NotFound, StoreError
+from mamori.errors import AccessDeniedError, InvalidStateError, NotFoundError, StoreError
 from mamori.findings import ScanReport, Severity, Verdict
 from mamori.identity.principal import Principal
 from mamori.lifecycle.authz import Action, ArtifactFacts, LifecycleAuthorizer
@@ -96,11 +96,11 @@ class Lifecycle:
     ) -> tuple[str, ...]:
         """Decide; audit the decision in its own transaction; raise on deny."""
         # A deny raises out of the transaction after its audit record was written; the
-        # session commits that record because AccessDenied is not an SQLAlchemy error.
+        # session commits that record because AccessDeniedError is not an SQLAlchemy error.
         with self.store.write() as session:
             try:
                 decision = self.authz.require(session, principal, action, artifact, reason=reason)
-            except AccessDenied as exc:
+            except AccessDeniedError as exc:
                 denied = exc
             else:
                 return decision.policy_ids
@@ -387,7 +387,7 @@ class Lifecycle:
             finished = latest is not None and latest.status is ScanStatus.DONE
         if not finished:
             msg = f"{sha256[:12]} has no finished scan under ruleset {self.ruleset_version}"
-            raise InvalidState(msg)
+            raise InvalidStateError(msg)
         policy_ids = self._authorize(principal, action, facts, reason=reason)
         now = _now()
         with self.store.write() as session:
@@ -395,7 +395,7 @@ class Lifecycle:
             scan = self._latest_scan(session, row)
             if scan is None or latest_id != scan.id:
                 msg = f"{sha256[:12]} was rescanned while the decision was made; decide again"
-                raise InvalidState(msg)
+                raise InvalidStateError(msg)
             session.add(
                 ApprovalRow(
                     artifact_id=row.id,
@@ -494,9 +494,9 @@ class Lifecycle:
             with self.store.read() as session:
                 facts = self._facts(session, self._artifact_row(session, sha256))
             self._authorize(principal, Action.VIEW, facts)
-        except AccessDenied as exc:
+        except AccessDeniedError as exc:
             msg = f"no artifact {sha256[:64]}"
-            raise NotFound(msg) from exc
+            raise NotFoundError(msg) from exc
         return self.get(sha256)
 
     def list_artifacts(
@@ -568,7 +568,7 @@ class Lifecycle:
             latest = self._latest_scan(session, row)
             if latest is None or latest.report is None:
                 msg = f"no finished scan for {sha256[:64]}"
-                raise NotFound(msg)
+                raise NotFoundError(msg)
             return dict(latest.report)
 
     def audit(self, principal: Principal, *, after: int = 0) -> Iterator[AuditRecord]:
@@ -595,7 +595,7 @@ class Lifecycle:
         row = self._find_artifact(session, sha256)
         if row is None:
             msg = f"no artifact {sha256[:64]}"
-            raise NotFound(msg)
+            raise NotFoundError(msg)
         return row
 
     def _scan_row(self, session: Session, row: ArtifactRow) -> ScanRow | None:
