@@ -7,9 +7,9 @@ Every error that mamori raises on purpose derives from :class:`MamoriError`::
     ├── ScanError          a scan could not be carried out at all (missing path, I/O error)
     ├── IdentityError      a credential could not be verified (token, JWKS, API token)
     ├── PolicyError        the policy engine could not decide; callers treat it as deny
-    ├── AccessDeniedError       the policy decided: no (carries the deciding policy ids)
-    ├── NotFoundError           no such artifact, scan or token (also what a forbidden lookup says)
-    ├── InvalidStateError       the lifecycle does not allow this step now (approve an unscanned model)
+    ├── AccessDeniedError  the policy decided: no (carries the deciding policy ids)
+    ├── NotFoundError      no such object (also what a forbidden lookup says)
+    ├── InvalidStateError  the lifecycle does not allow this step now
     ├── StoreError         the verdict store failed; nothing half-written is kept
     └── RegistryError      a model registry or hub answered wrongly or not at all
 
