@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,18 +21,28 @@ from mamori.scan.formats.interface import LimitExceeded, Probe
 from mamori.scan.policy import ScanPolicy
 from mamori.scan.rules import RULESET_VERSION
 
-__all__ = ["iter_scan_paths", "scan_bytes", "scan_path"]
+__all__ = ["Progress", "iter_scan_paths", "scan_bytes", "scan_path"]
+
+Progress = Callable[[int, int | None], None]
+"""``progress(done_bytes, total_bytes)``; ``total_bytes`` is ``None`` when unknown."""
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def scan_path(path: str | os.PathLike[str], policy: ScanPolicy | None = None) -> ScanReport:
+def scan_path(
+    path: str | os.PathLike[str],
+    policy: ScanPolicy | None = None,
+    *,
+    progress: Progress | None = None,
+) -> ScanReport:
     """Scan a file or a directory tree without loading anything in it.
 
     A directory is scanned as one artifact whose members are its regular files; its digest is
     the SHA-256 of a manifest listing ``<sha256>  <relative path>`` per file, sorted by path.
+    ``progress(done_bytes, total_bytes)`` is called from time to time during long scans
+    (``total_bytes`` is ``None`` for a directory, whose size is not known in advance).
 
     Raises:
         ScanError: the path does not exist or cannot be read at all.
@@ -45,7 +55,7 @@ def scan_path(path: str | os.PathLike[str], policy: ScanPolicy | None = None) ->
         msg = f"cannot scan {os.fspath(path)!r}: {exc.strerror or exc}"
         raise ScanError(msg) from exc
     if stat.S_ISDIR(st.st_mode):
-        return _scan_directory(p, policy)
+        return _scan_directory(p, policy, progress)
     if not stat.S_ISREG(st.st_mode):
         msg = f"cannot scan {os.fspath(path)!r}: not a regular file or directory"
         raise ScanError(msg)
@@ -55,7 +65,7 @@ def scan_path(path: str | os.PathLike[str], policy: ScanPolicy | None = None) ->
     except OSError as exc:
         msg = f"cannot read {os.fspath(path)!r}: {exc.strerror or exc}"
         raise ScanError(msg) from exc
-    return _scan_file(p, policy, st)
+    return _scan_file(p, policy, st, progress)
 
 
 def scan_bytes(data: bytes, name: str = "<bytes>", policy: ScanPolicy | None = None) -> ScanReport:
@@ -72,29 +82,35 @@ def scan_bytes(data: bytes, name: str = "<bytes>", policy: ScanPolicy | None = N
     return _build_report(scan, name, top, fmt, members, started, time.perf_counter() - t0)
 
 
-def _run_top(scan: Scan, source: Source, name: str) -> FileFormat:
-    probe_name = name
+def _run_top(
+    scan: Scan, source: Source, name: str, progress: Callable[[int], None] | None = None
+) -> FileFormat:
+    # Hash on a worker thread while the main thread parses the same bytes.
+    digests = scan.pool.submit(
+        digest_source, source, md5=scan.policy.md5, crc32=False, progress=progress
+    )
     try:
         probe = probe_random(source, ())
-        probe = Probe(head=probe.head, tail=probe.tail, size=probe.size, name=probe_name)
-        digests = scan.pool.submit(digest_source, source, md5=scan.policy.md5, crc32=False)
+        probe = Probe(head=probe.head, tail=probe.tail, size=probe.size, name=name)
         fmt = scan.run_handlers(
             detect(probe), source, probe, member_path=(), depth=0, expected_format=None
         )
     except LimitExceeded:
         # A time-out aborts the remaining work; the finding is already recorded.
         fmt = FileFormat.UNKNOWN
-        digests = scan.pool.submit(digest_source, source, md5=scan.policy.md5, crc32=False)
     scan.record((), fmt, digests, None, source)
     return fmt
 
 
-def _scan_file(p: Path, policy: ScanPolicy, st: os.stat_result) -> ScanReport:
+def _scan_file(
+    p: Path, policy: ScanPolicy, st: os.stat_result, progress: Progress | None
+) -> ScanReport:
     started = datetime.now(UTC)
     t0 = time.perf_counter()
+    hashed = None if progress is None else (lambda done: progress(done, st.st_size))
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="mamori-hash") as pool:
         scan = Scan(policy, pool)
-        fmt = _run_top(scan, FileRegion(p, 0, st.st_size), p.name)
+        fmt = _run_top(scan, FileRegion(p, 0, st.st_size), p.name, hashed)
         top, members = scan.finish()
         scan.close()
     try:
@@ -107,7 +123,7 @@ def _scan_file(p: Path, policy: ScanPolicy, st: os.stat_result) -> ScanReport:
     return _build_report(scan, os.fspath(p), top, fmt, members, started, time.perf_counter() - t0)
 
 
-def _scan_directory(root: Path, policy: ScanPolicy) -> ScanReport:
+def _scan_directory(root: Path, policy: ScanPolicy, progress: Progress | None) -> ScanReport:
     started = datetime.now(UTC)
     t0 = time.perf_counter()
     real_root = root.resolve()
@@ -115,10 +131,13 @@ def _scan_directory(root: Path, policy: ScanPolicy) -> ScanReport:
         scan = Scan(policy, pool)
         scan.file_depth = 1
         try:
+            done = 0
             for rel, full in _walk(root):
                 member = (rel,)
                 if full.is_symlink():
                     target = full.resolve()
+                    if target.is_dir() and target.is_relative_to(real_root):
+                        continue  # its files are scanned under their real path
                     if not target.is_relative_to(real_root):
                         scan.emit(
                             "MAM-GEN-006",
@@ -142,6 +161,9 @@ def _scan_directory(root: Path, policy: ScanPolicy) -> ScanReport:
                     scan.emit("MAM-GEN-001", f"cannot read: {exc.strerror or exc}", member)
                     continue
                 scan.scan_source(FileRegion(full, 0, st.st_size), member, 1)
+                done += st.st_size
+                if progress is not None:
+                    progress(done, None)
         except LimitExceeded as exc:
             scan.emit(exc.rule_id, exc.message, ())
         _, members = scan.finish()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Final
 
@@ -58,14 +59,23 @@ class MultiHasher:
         )
 
 
-def digest_source(source: Source, *, md5: bool, crc32: bool) -> Digests:
-    """Hash a re-openable source completely. Safe to call from a worker thread."""
+def digest_source(
+    source: Source,
+    *,
+    md5: bool,
+    crc32: bool,
+    progress: Callable[[int], None] | None = None,
+) -> Digests:
+    """Hash a re-openable source completely. Safe to call from a worker thread.
+
+    ``progress`` is called with the number of bytes hashed so far, about once per MiB.
+    """
     hasher = MultiHasher(md5=md5, crc32=crc32)
     if isinstance(source, BytesSource):
         hasher.update(source.data)
         return hasher.result()
     if isinstance(source, FileRegion):
-        _digest_region(source, hasher)
+        _digest_region(source, hasher, progress)
         return hasher.result()
     with source.open() as stream:
         while chunk := stream.read(CHUNK):
@@ -73,7 +83,9 @@ def digest_source(source: Source, *, md5: bool, crc32: bool) -> Digests:
     return hasher.result()
 
 
-def _digest_region(region: FileRegion, hasher: MultiHasher) -> None:
+def _digest_region(
+    region: FileRegion, hasher: MultiHasher, progress: Callable[[int], None] | None
+) -> None:
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     assert region.size is not None  # FileRegion always knows its size
@@ -88,6 +100,8 @@ def _digest_region(region: FileRegion, hasher: MultiHasher) -> None:
                 break  # the file shrank under us; the size mismatch is reported by the caller
             hasher.update(view[:n])
             pos += n
+            if progress is not None:
+                progress(pos - region.offset)
     finally:
         os.close(fd)
 
