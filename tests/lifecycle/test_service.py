@@ -273,3 +273,34 @@ def test_twenty_parallel_imports_lose_nothing(lifecycle, tmp_path):
     assert lifecycle.list_artifacts(importer, limit=100).total == 20
     # two records per import (the allow decision, the quarantine) plus the listing's view
     assert verify_chain(_audit(lifecycle)) == 41
+
+
+def test_a_long_scan_keeps_its_claim_alive_with_heartbeats(lifecycle, upload, monkeypatch):
+    sha = upload(BENIGN)
+    lifecycle.heartbeat_every = timedelta(milliseconds=20)
+    from mamori.lifecycle import service
+
+    real_scan = service.scan_path
+    beats: list[datetime] = []
+
+    def slow_scan(path, policy, *, progress):
+        import time
+
+        progress(50, 100)
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline:
+            with lifecycle.store.read() as session:
+                row = session.execute(select(ScanRow)).scalar_one()
+                if row.heartbeat_at is not None:
+                    beats.append(row.heartbeat_at)
+            time.sleep(0.02)
+        return real_scan(path, policy)
+
+    monkeypatch.setattr(service, "scan_path", slow_scan)
+    reported: list[float] = []
+    scan = lifecycle.run_scan(sha, progress=reported.append)
+    assert scan is not None
+    assert scan.status is ScanStatus.DONE
+    assert len(set(beats)) >= 3  # the heartbeat moved while the scan ran
+    assert 0.5 in reported
+    assert reported[-1] == 1.0

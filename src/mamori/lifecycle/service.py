@@ -10,10 +10,11 @@ means a retried job can never produce a second verdict.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Final, Self
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -46,6 +47,7 @@ SCANNER_PRINCIPAL: Final = "mamori|scanner"
 """How the scanner itself appears in the audit log."""
 
 _HEARTBEAT_STALE: Final = timedelta(minutes=2)
+_HEARTBEAT_EVERY: Final = timedelta(seconds=15)
 
 
 def _now() -> datetime:
@@ -75,14 +77,22 @@ class Lifecycle:
         scan_policy: ScanPolicy | None = None,
         enqueue: Callable[[str], None] | None = None,
         ruleset_version: str = RULESET_VERSION,
+        stale_after: timedelta = _HEARTBEAT_STALE,
+        heartbeat_every: timedelta = _HEARTBEAT_EVERY,
     ) -> None:
-        """Wire the store, the quarantine, the policies and (optionally) the job queue."""
+        """Wire the store, the quarantine, the policies and (optionally) the job queue.
+
+        A RUNNING scan whose worker has not sent a heartbeat for ``stale_after`` is presumed
+        dead and may be claimed again; workers beat every ``heartbeat_every``.
+        """
         self.store = store
         self.blobs = blobs
         self.authz = authz
         self.scan_policy = scan_policy or ScanPolicy()
         self.enqueue = enqueue
         self.ruleset_version = ruleset_version
+        self.stale_after = stale_after
+        self.heartbeat_every = heartbeat_every
 
     # --- authorization ---------------------------------------------------------------------
 
@@ -228,7 +238,7 @@ class Lifecycle:
                 scan is not None
                 and scan.status is ScanStatus.RUNNING
                 and beat is not None
-                and _now() - beat < _HEARTBEAT_STALE
+                and _now() - beat < self.stale_after
             ):
                 return None
             if scan is None:
@@ -251,8 +261,10 @@ class Lifecycle:
                 return None  # a concurrent worker inserted the row first; it owns the scan
         if progress is not None:
             progress(0.0)
+        heartbeat = _Heartbeat(self, sha256, claim, progress)
         try:
-            report = scan_path(path, self.scan_policy)
+            with heartbeat:
+                report = scan_path(path, self.scan_policy, progress=heartbeat.update)
         except Exception as exc:  # noqa: BLE001 - any failure is recorded; fail closed
             return self._fail_scan(sha256, claim, f"{type(exc).__name__}: {exc}")
         if report.sha256 != sha256:
@@ -263,6 +275,16 @@ class Lifecycle:
         if progress is not None:
             progress(1.0)
         return view
+
+    def beat(self, sha256: str, claim: str, fraction: float) -> bool:
+        """Refresh a running scan's heartbeat and progress; False when the claim was lost."""
+        with self.store.write() as session:
+            scan = self._scan_row(session, self._artifact_row(session, sha256))
+            if scan is None or scan.claim != claim or scan.status is not ScanStatus.RUNNING:
+                return False
+            scan.heartbeat_at = _now()
+            scan.progress = fraction
+            return True
 
     def _fail_scan(self, sha256: str, claim: str, error: str) -> ScanView | None:
         with self.store.write() as session:
@@ -349,7 +371,7 @@ class Lifecycle:
 
     def pending_scans(self) -> list[str]:
         """Digests that need a scan: never scanned under this ruleset, failed, or stale."""
-        cutoff = _now() - _HEARTBEAT_STALE
+        cutoff = _now() - self.stale_after
         with self.store.read() as session:
             done_or_live = select(ScanRow.artifact_id).where(
                 ScanRow.ruleset_version == self.ruleset_version,
@@ -611,3 +633,47 @@ class Lifecycle:
     def _current_done_scan(self, session: Session, row: ArtifactRow) -> ScanRow | None:
         scan = self._scan_row(session, row)
         return scan if scan is not None and scan.status is ScanStatus.DONE else None
+
+
+class _Heartbeat:
+    """Keeps a claim alive from a side thread while the scan runs, and reports progress."""
+
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        sha256: str,
+        claim: str,
+        progress: Callable[[float], None] | None,
+    ) -> None:
+        self._lifecycle = lifecycle
+        self._sha256 = sha256
+        self._claim = claim
+        self._progress = progress
+        self._fraction = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mamori-heartbeat", daemon=True)
+
+    def update(self, done: int, total: int | None) -> None:
+        """Progress callback for :func:`mamori.scan.scan_path` (never reaches 1.0 early)."""
+        if total:
+            self._fraction = min(0.99, done / total)
+
+    def _run(self) -> None:
+        interval = self._lifecycle.heartbeat_every.total_seconds()
+        while not self._stop.wait(interval):
+            try:
+                alive = self._lifecycle.beat(self._sha256, self._claim, self._fraction)
+            except StoreError:
+                continue  # the next beat retries; a long outage makes the claim go stale
+            if self._progress is not None:
+                self._progress(self._fraction)
+            if not alive:
+                return
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
