@@ -42,10 +42,11 @@ class Settings(BaseSettings):
     queue_url: str | None = None
     """``redis://…`` for Redis-backed Huey; default SQLite at ``<data_dir>/queue.db``."""
     workers: int = Field(default=1, ge=1, le=64)
-    rescan_cron: str = "0 3 * * *"
-    """When the periodic reconciliation of every artifact runs (minute hour dom month dow)."""
-    reconcile_seconds: int = Field(default=60, ge=5)
-    """How often stale or lost scan jobs are re-queued."""
+    reconcile_cron: str = "* * * * *"
+    """When workers re-queue every artifact lacking a live or finished scan under the current
+    ruleset (lost jobs, dead workers, a new ruleset): ``minute hour day month weekday``."""
+    scan_stale_seconds: int = Field(default=120, ge=1)
+    """A RUNNING scan without a heartbeat for this long is presumed dead and re-queued."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8750, ge=1, le=65535)

@@ -37,8 +37,8 @@ def make_principal(subject: str, *roles: str, mfa: bool = True) -> Principal:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(f"sqlite:///{tmp_path / 'mamori.db'}")
+def store(database_url: str) -> Store:
+    s = Store(database_url)
     s.migrate()
     yield s
     s.dispose()

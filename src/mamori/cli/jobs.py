@@ -1,0 +1,44 @@
+"""``mamori worker`` and ``mamori rescan``: run scan jobs, or queue every pending scan now."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from mamori.cli.exitcodes import EXIT_ERROR
+from mamori.config import load_settings
+from mamori.errors import MamoriError
+from mamori.jobs import make_queue, run_worker
+from mamori.jobs.queue import enqueue_scan
+
+__all__ = ["rescan_command", "worker_command"]
+
+_err = Console(stderr=True)
+
+
+def worker_command(
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-w", min=1, help="Worker processes.")
+    ] = None,
+) -> None:
+    """Consume scan jobs (SQLite queue by default, Redis with MAMORI_QUEUE_URL)."""
+    try:
+        run_worker(load_settings(), workers=workers)
+    except MamoriError as exc:
+        _err.print(f"mamori worker: {exc.diagnostics()}")
+        raise typer.Exit(EXIT_ERROR) from exc
+
+
+def rescan_command() -> None:
+    """Queue a scan for every artifact without a finished scan under the current ruleset."""
+    try:
+        queue = make_queue(load_settings())
+        pending = queue.lifecycle().pending_scans()
+        for sha256 in pending:
+            enqueue_scan(queue, sha256)
+    except MamoriError as exc:
+        _err.print(f"mamori rescan: {exc.diagnostics()}")
+        raise typer.Exit(EXIT_ERROR) from exc
+    typer.echo(f"queued {len(pending)} scan(s)")

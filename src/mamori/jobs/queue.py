@@ -1,0 +1,115 @@
+"""Huey tasks around the lifecycle: scan one artifact, and reconcile everything pending.
+
+The queue is only a doorbell. Huey removes a message before running it, so a worker killed
+with ``kill -9`` loses that message; the store still holds the artifact without a finished
+scan, and the periodic ``reconcile`` task (also run when a worker starts) rings again. A
+duplicated message is harmless too: :meth:`Lifecycle.run_scan` claims the (artifact,
+ruleset) row first, so at most one verdict is ever written.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, cast
+
+from huey import RedisHuey, SqliteHuey, crontab
+from huey.api import Huey, TaskWrapper
+
+from mamori.config import Settings
+from mamori.errors import ConfigError
+from mamori.lifecycle.factory import build_lifecycle
+from mamori.lifecycle.service import Lifecycle
+
+__all__ = ["JobQueue", "enqueue_scan", "make_queue"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobQueue:
+    """A Huey instance with mamori's tasks registered on it."""
+
+    huey: Huey
+    scan: TaskWrapper
+    reconcile: TaskWrapper
+
+    def lifecycle(self) -> Lifecycle:
+        """This process's lifecycle (built on first use, again after a fork)."""
+        return _lifecycle_for(self)
+
+
+_CACHE: dict[tuple[int, int], Lifecycle] = {}
+_SETTINGS: dict[int, Settings] = {}
+
+
+def _lifecycle_for(queue: JobQueue) -> Lifecycle:
+    # Keyed by pid: Huey's process workers fork, and a forked SQLAlchemy pool must not be
+    # shared with the parent.
+    key = (id(queue.huey), os.getpid())
+    lifecycle = _CACHE.get(key)
+    if lifecycle is None:
+        settings = _SETTINGS[id(queue.huey)]
+        lifecycle = build_lifecycle(settings, enqueue=lambda sha: enqueue_scan(queue, sha))
+        _CACHE[key] = lifecycle
+    return lifecycle
+
+
+def _crontab(expr: str) -> Any:
+    fields = expr.split()
+    if len(fields) != 5:  # noqa: PLR2004 - the five cron fields
+        msg = f"reconcile_cron must have 5 fields (minute hour day month weekday), got {expr!r}"
+        raise ConfigError(msg)
+    minute, hour, day, month, weekday = fields
+    return crontab(minute=minute, hour=hour, day=day, month=month, day_of_week=weekday)
+
+
+def make_queue(settings: Settings, *, immediate: bool = False) -> JobQueue:
+    """The Huey queue for ``settings``: Redis when ``queue_url`` is set, else SQLite.
+
+    ``immediate=True`` runs tasks synchronously in the caller (tests, single-process demos).
+    """
+    huey: Huey
+    if settings.queue_url:
+        if not settings.queue_url.startswith(("redis://", "rediss://", "unix://")):
+            msg = f"queue_url must be a redis:// URL, got {settings.queue_url.split('@')[-1]!r}"
+            raise ConfigError(msg)
+        huey = RedisHuey("mamori", url=settings.queue_url, immediate=immediate)
+    else:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        huey = SqliteHuey(
+            "mamori", filename=str(settings.data_dir / "queue.db"), immediate=immediate
+        )
+    _SETTINGS[id(huey)] = settings
+    holder: dict[str, JobQueue] = {}
+
+    def scan(sha256: str) -> str | None:
+        view = holder["queue"].lifecycle().run_scan(sha256)
+        return None if view is None else view.status.value
+
+    def reconcile() -> int:
+        return _reconcile(holder["queue"])
+
+    def on_start() -> None:
+        _reconcile(holder["queue"])
+
+    # Huey ships no type hints; registering by call keeps our functions typed.
+    scan_task = cast("TaskWrapper", huey.task(name="mamori.scan", retries=2, retry_delay=5)(scan))
+    reconcile_task = cast(
+        "TaskWrapper",
+        huey.periodic_task(_crontab(settings.reconcile_cron), name="mamori.reconcile")(reconcile),
+    )
+    huey.on_startup(name="mamori.reconcile-on-start")(on_start)
+    queue = JobQueue(huey=huey, scan=scan_task, reconcile=reconcile_task)
+    holder["queue"] = queue
+    return queue
+
+
+def _reconcile(queue: JobQueue) -> int:
+    pending = queue.lifecycle().pending_scans()
+    for sha256 in pending:
+        enqueue_scan(queue, sha256)
+    return len(pending)
+
+
+def enqueue_scan(queue: JobQueue, sha256: str) -> None:
+    """Ask a worker to scan the artifact with this digest."""
+    queue.scan(sha256)
