@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from tests.lifecycle.conftest import BENIGN, MALICIOUS, make_principal
 
 from mamori.audit.chain import verify_chain
 from mamori.config import load_settings
@@ -19,8 +20,6 @@ from mamori.jobs import make_queue
 from mamori.lifecycle.factory import build_lifecycle
 from mamori.store import ArtifactState, ScanStatus, audit_records
 from mamori.store.models import ScanRow
-
-from tests.lifecycle.conftest import BENIGN, MALICIOUS, make_principal
 
 IMPORTER = make_principal("ci", "importer")
 
