@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -304,3 +305,29 @@ def test_a_long_scan_keeps_its_claim_alive_with_heartbeats(lifecycle, upload, mo
     assert len(set(beats)) >= 3  # the heartbeat moved while the scan ran
     assert 0.5 in reported
     assert reported[-1] == 1.0
+
+
+def test_a_registry_version_is_deployable_only_when_every_bound_artifact_is(lifecycle, tmp_path):
+    importer = make_principal("ivan", "importer")
+    files = {"model.pkl": BENIGN, "extra.pkl": pickle.dumps([1, 2, 3])}
+    digests = []
+    for member, data in files.items():
+        path = tmp_path / member
+        path.write_bytes(data)
+        blob = lifecycle.blobs.put_file(path)
+        lifecycle.register(
+            importer, blob, source="mlflow", name="fraud", version="3", member_path=member
+        )
+        digests.append(blob.sha256)
+    assert not lifecycle.gate_binding("mlflow", "fraud", "3").allowed
+    for sha in digests:
+        lifecycle.run_scan(sha)
+    lifecycle.decide(APPROVER, digests[0], ApprovalDecision.APPROVED)
+    partial = lifecycle.gate_binding("mlflow", "fraud", "3")
+    assert not partial.allowed
+    assert digests[1][:12] in partial.reason
+    lifecycle.decide(APPROVER, digests[1], ApprovalDecision.APPROVED)
+    assert lifecycle.gate_binding("mlflow", "fraud", "3").allowed
+    unknown = lifecycle.gate_binding("mlflow", "fraud", "4")
+    assert not unknown.allowed
+    assert "never been scanned" in unknown.reason

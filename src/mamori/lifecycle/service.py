@@ -474,6 +474,47 @@ class Lifecycle:
         except StoreError as exc:
             return GateResult(allowed=False, reason=f"store unavailable: {exc.diagnostics()}")
 
+    def gate_binding(
+        self, source: str, name: str, version: str, action: Action = Action.DEPLOY
+    ) -> GateResult:
+        """May this registry version (every artifact bound to it) be deployed?
+
+        A version with no bound artifact is denied: mamori has never seen its bytes.
+        """
+        try:
+            with self.store.read() as session:
+                digests = [
+                    sha
+                    for (sha,) in session.execute(
+                        select(ArtifactRow.sha256)
+                        .join(BindingRow, BindingRow.artifact_id == ArtifactRow.id)
+                        .where(
+                            BindingRow.source == source,
+                            BindingRow.name == name,
+                            BindingRow.version == version,
+                        )
+                        .order_by(BindingRow.member_path, ArtifactRow.sha256)
+                    )
+                ]
+        except StoreError as exc:
+            return GateResult(allowed=False, reason=f"store unavailable: {exc.diagnostics()}")
+        if not digests:
+            return GateResult(
+                allowed=False, reason=f"{source}:{name}/{version} has never been scanned by mamori"
+            )
+        for sha in digests:
+            result = self.gate(sha, action)
+            if not result.allowed:
+                return GateResult(
+                    allowed=False,
+                    reason=f"artifact {sha[:12]}: {result.reason}",
+                    state=result.state,
+                )
+        return GateResult(
+            allowed=True,
+            reason=f"all {len(digests)} artifact(s) of {source}:{name}/{version} are deployable",
+        )
+
     def _why_not(self, row: ArtifactRow, latest: ScanRow | None) -> str:
         if latest is None or latest.status is not ScanStatus.DONE:
             return f"not scanned under ruleset {self.ruleset_version}"
