@@ -267,3 +267,10 @@ def test_a_file_that_changes_during_the_scan_is_reported(handlers, tmp_path: Pat
     target.write_bytes(b"MUTATE")
     report = scan_path(target)
     assert "MAM-GEN-002" in {f.rule_id for f in report.findings}
+
+
+def test_unknown_bytes_named_like_raw_weights_are_noted_but_not_unsafe(handlers):
+    report = scan_bytes(b"\x00\x01raw float32 weights", "weights.bin")
+    (finding,) = report.findings
+    assert (finding.rule_id, finding.severity) == ("MAM-GEN-004", Severity.LOW)
+    assert report.verdict is Verdict.SAFE

@@ -44,11 +44,13 @@ from mamori.scan.formats.interface import PROBE_BYTES, FormatHandler, LimitExcee
 from mamori.scan.limits import ScanLimits
 from mamori.scan.policy import ScanPolicy
 from mamori.scan.rules import rule
+from mamori.scan.signatures import SignatureScanner
 
 __all__ = ["Scan", "detect"]
 
 # Extensions users expect to be models. Only used to decide how loud an unrecognised file is
 # and to report an extension that lies about the content; never to choose a parser.
+_PICKLE_EXTENSIONS = frozenset({".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".joblib", ".dill"})
 _MODEL_EXTENSIONS: dict[str, frozenset[FileFormat]] = {
     ".pkl": frozenset({FileFormat.PICKLE}),
     ".pickle": frozenset({FileFormat.PICKLE}),
@@ -193,6 +195,10 @@ class Scan:
         self.spool_fds: list[int] = []
         self.file_depth = 0
         """Depth of the files the user named: 0 for a file scan, 1 for a directory scan."""
+        # Optional signature engines (scan/signatures.py); None unless the policy enables one.
+        self.signatures = SignatureScanner.create(policy.signatures)
+        if self.signatures is not None:
+            self.findings.extend(self.signatures.setup_findings)
 
     def close(self) -> None:
         """Release spooled temporary files."""
@@ -279,7 +285,8 @@ class Scan:
                 return FileFormat.RAW_DATA
             probe = Probe(head=head, tail=None, size=source.size, name=_name(member_path))
             matches = detect(probe)
-            if len(matches) == 1 and not matches[0].needs_random_access:
+            # Signature engines read the bytes again, so they need the spooled copy.
+            if len(matches) == 1 and not matches[0].needs_random_access and self.signatures is None:
                 fmt = self.run_handlers(
                     matches,
                     TeeSource(tee, source.size),
@@ -336,6 +343,8 @@ class Scan:
         expected_format: FileFormat | None,
     ) -> FileFormat:
         """Scan ``source`` with every matching handler; return the (refined) format."""
+        if self.signatures is not None:
+            self.findings.extend(self.signatures.check(source, member_path))
         if not matches:
             self._unrecognised(probe, member_path, depth)
             return FileFormat.UNKNOWN
@@ -378,10 +387,16 @@ class Scan:
     def _unrecognised(self, probe: Probe, member_path: tuple[str, ...], depth: int) -> None:
         ext = Path(probe.name).suffix.lower()
         if depth == self.file_depth and ext in _MODEL_EXTENSIONS:
-            self.emit(
-                "MAM-GEN-004",
-                f"file named *{ext} matches no known model format",
-                member_path,
+            # Loaders of pickle-bearing extensions unpickle whatever they get, so bytes we
+            # cannot read there must fail closed. Elsewhere (.bin, .onnx, ...) unknown bytes
+            # are usually raw weights (ONNX external data, OpenVINO): note them, don't alarm.
+            severity = Severity.MEDIUM if ext in _PICKLE_EXTENSIONS else Severity.LOW
+            self.findings.append(
+                rule("MAM-GEN-004").finding(
+                    f"file named *{ext} matches no known model format",
+                    location=Location(member_path),
+                    severity=severity,
+                )
             )
         elif depth > self.file_depth:
             self.emit("MAM-GEN-003", "member format not recognised; hashed only", member_path)
