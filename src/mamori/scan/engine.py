@@ -50,7 +50,11 @@ __all__ = ["Scan", "detect"]
 
 # Extensions users expect to be models. Only used to decide how loud an unrecognised file is
 # and to report an extension that lies about the content; never to choose a parser.
-_PICKLE_EXTENSIONS = frozenset({".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".joblib", ".dill"})
+# Extensions whose loaders run code from content (unpickling; TF graph ops) and whose content
+# sniffing is heuristic: bytes we cannot read under these names fail closed.
+_FAIL_CLOSED_EXTENSIONS = frozenset(
+    {".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".joblib", ".dill", ".pb"}
+)
 _MODEL_EXTENSIONS: dict[str, frozenset[FileFormat]] = {
     ".pkl": frozenset({FileFormat.PICKLE}),
     ".pickle": frozenset({FileFormat.PICKLE}),
@@ -387,10 +391,9 @@ class Scan:
     def _unrecognised(self, probe: Probe, member_path: tuple[str, ...], depth: int) -> None:
         ext = Path(probe.name).suffix.lower()
         if depth == self.file_depth and ext in _MODEL_EXTENSIONS:
-            # Loaders of pickle-bearing extensions unpickle whatever they get, so bytes we
-            # cannot read there must fail closed. Elsewhere (.bin, .onnx, ...) unknown bytes
-            # are usually raw weights (ONNX external data, OpenVINO): note them, don't alarm.
-            severity = Severity.MEDIUM if ext in _PICKLE_EXTENSIONS else Severity.LOW
+            # Elsewhere (.bin, .onnx, ...) unknown bytes are usually raw weights (ONNX
+            # external data, OpenVINO): note them, don't alarm.
+            severity = Severity.MEDIUM if ext in _FAIL_CLOSED_EXTENSIONS else Severity.LOW
             self.findings.append(
                 rule("MAM-GEN-004").finding(
                     f"file named *{ext} matches no known model format",
