@@ -1,0 +1,123 @@
+"""Compressed streams decompress into one child with bomb limits; joblib dumps included."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import zlib
+
+import joblib
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mamori.findings import FileFormat, ScanReport
+from mamori.scan import scan_bytes, scan_path
+from mamori.scan.formats.compressed import LzmaHandler, ZlibHandler
+from mamori.scan.formats.interface import Probe
+from mamori.scan.limits import ScanLimits
+from mamori.scan.policy import ScanPolicy
+
+PAYLOAD = b"some member bytes " * 50
+
+
+def rules(report: ScanReport) -> set[str]:
+    return {f.rule_id for f in report.findings}
+
+
+def probe(data: bytes) -> Probe:
+    return Probe(head=data[:65536], tail=data[-65536:], size=len(data), name="x")
+
+
+def child(report: ScanReport) -> tuple[str, ...]:
+    (member,) = report.members
+    return member.path
+
+
+@pytest.mark.parametrize(
+    ("data", "fmt"),
+    [
+        (gzip.compress(PAYLOAD), FileFormat.GZIP),
+        (bz2.compress(PAYLOAD), FileFormat.BZIP2),
+        (lzma.compress(PAYLOAD), FileFormat.XZ),
+        (lzma.compress(PAYLOAD, format=lzma.FORMAT_ALONE), FileFormat.LZMA),
+        (zlib.compress(PAYLOAD), FileFormat.ZLIB),
+    ],
+    # gzip embeds the time, so byte-derived ids would differ between xdist workers
+    ids=["gzip", "bzip2", "xz", "lzma", "zlib"],
+)
+def test_each_stream_format_decompresses_into_one_child(data, fmt):
+    report = scan_bytes(data, "x")
+    assert report.format is fmt
+    assert child(report) == ("<decompressed>",)
+    assert report.members[0].size == len(PAYLOAD)
+    assert not {r for r in rules(report) if r.startswith("MAM-ARC")}
+
+
+def test_zstd_frames_decompress_when_the_module_is_installed():
+    zstd = pytest.importorskip("backports.zstd")
+    report = scan_bytes(zstd.compress(PAYLOAD), "x")
+    assert report.format is FileFormat.ZSTD
+    assert report.members[0].size == len(PAYLOAD)
+
+
+@pytest.mark.parametrize("method", ["zlib", "gzip", "bz2", "lzma", "xz"])
+def test_joblib_compressed_dumps_decompress_into_a_child(tmp_path, method):
+    path = tmp_path / f"model.{method}"
+    joblib.dump({"weights": list(range(100))}, path, compress=(method, 3))
+    report = scan_path(path)
+    assert child(report) == ("<decompressed>",)
+    assert not {r for r in rules(report) if r.startswith(("MAM-ARC", "MAM-LIM"))}
+
+
+def test_multi_member_gzip_is_read_to_the_end_like_gzip_d():
+    data = gzip.compress(b"first ") + gzip.compress(b"second")
+    report = scan_bytes(data, "x.gz")
+    assert report.members[0].size == len(b"first second")
+    assert not {r for r in rules(report) if r.startswith("MAM-ARC")}
+
+
+def test_trailing_garbage_after_a_gzip_stream_is_reported():
+    data = gzip.compress(PAYLOAD) + b"not a gzip member"
+    assert "MAM-ARC-010" in rules(scan_bytes(data, "x.gz"))
+
+
+def test_a_truncated_gzip_stream_is_reported():
+    data = gzip.compress(PAYLOAD * 10)
+    assert "MAM-ARC-009" in rules(scan_bytes(data[: len(data) // 2], "x.gz"))
+
+
+def test_a_highly_compressible_stream_hits_the_ratio_limit():
+    policy = ScanPolicy(limits=ScanLimits(ratio_floor=1 << 20, max_compression_ratio=50))
+    data = zlib.compress(b"\0" * (8 << 20), 9)
+    assert "MAM-LIM-006" in rules(scan_bytes(data, "x", policy))
+
+
+def test_the_absolute_decompression_budget_is_enforced():
+    policy = ScanPolicy(limits=ScanLimits(max_decompressed_bytes=100))
+    assert "MAM-LIM-001" in rules(scan_bytes(gzip.compress(PAYLOAD), "x.gz", policy))
+
+
+def test_nested_compression_is_followed_to_the_innermost_bytes():
+    report = scan_bytes(gzip.compress(bz2.compress(PAYLOAD)), "x")
+    assert ("<decompressed>", "<decompressed>") in [m.path for m in report.members]
+
+
+@pytest.mark.parametrize(
+    "text", [b"Hello, world", b"HK text", b"x^ caret", b"The quick brown fox", b'{"a": 1}']
+)
+def test_plain_text_is_not_mistaken_for_zlib(text):
+    assert not ZlibHandler().sniff(probe(text))
+
+
+def test_plain_text_is_not_mistaken_for_lzma_alone():
+    assert not LzmaHandler().sniff(probe(b"]" + b"hello world, this is text"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_behind_a_gzip_header_never_crash_and_yield_a_finding(tail):
+    # Named like a model so that bytes too short to be gzip still yield "unrecognised".
+    report = scan_bytes(b"\x1f\x8b\x08\x00" + tail, "model.pkl")
+    assert report.findings
