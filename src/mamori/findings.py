@@ -79,6 +79,7 @@ class FileFormat(enum.StrEnum):
     XZ = "xz"
     LZMA = "lzma"
     ZLIB = "zlib"
+    ZSTD = "zstd"
     SEVEN_ZIP = "7z"
     KERAS_V3 = "keras-v3"
     KERAS_H5 = "keras-h5"

@@ -1,0 +1,200 @@
+"""Single compressed streams: gzip, bzip2, xz, lzma-alone, zlib and zstd.
+
+Each is decompressed as a stream into exactly one child, ``<decompressed>``, which the engine
+then detects and scans like any file (joblib's compressed dumps are such streams around a
+pickle). Output counts against the decompression budget and ratio; a truncated stream and
+bytes after the stream are findings.
+"""
+
+from __future__ import annotations
+
+import bz2
+import io
+import lzma
+import struct
+import zlib
+from collections.abc import Callable
+from typing import ClassVar, Final
+
+from mamori.findings import FileFormat
+from mamori.scan._internal.source import CHUNK, Source, StreamSource
+from mamori.scan._internal.zipstream import (
+    Decoder,
+    LimitedDecompressor,
+    StreamRules,
+    scan_child_guarded,
+    zlib_decoder,
+    zstd_decoder_factory,
+)
+from mamori.scan.formats.interface import FormatHandler, Probe, ScanContext
+
+__all__ = [
+    "Bzip2Handler",
+    "GzipHandler",
+    "LzmaHandler",
+    "XzHandler",
+    "ZlibHandler",
+    "ZstdHandler",
+]
+
+CHILD_NAME: Final = "<decompressed>"
+_RULES: Final = StreamRules(
+    corrupt="MAM-ARC-009", size_mismatch="MAM-ARC-009", trailing="MAM-ARC-010"
+)
+_GZIP: Final = b"\x1f\x8b"
+_XZ: Final = b"\xfd7zXZ\x00"
+_ZSTD: Final = b"\x28\xb5\x2f\xfd"
+_BZ_BLOCK: Final = (b"1AY&SY", b"\x17rE8P\x90")
+_LZMA_PROPS_MAX: Final = 9 * 5 * 5  # lc < 9, lp < 5, pb < 5 (the .lzma header's first byte)
+_LZMA_DICT_MIN: Final = 1 << 12
+_LZMA_DICT_MAX: Final = 3 << 29
+_UNKNOWN_SIZE: Final = (1 << 64) - 1
+_ZLIB_CHECK_BYTES: Final = 1024
+
+
+class _StreamHandler(FormatHandler):
+    """Decompresses the whole source into one child with the engine's limits."""
+
+    restart: ClassVar[bytes | None] = None
+    """Magic of a follow-on stream that the format's tools decode too (multi-member gzip)."""
+
+    def decoder(self) -> Callable[[], Decoder] | None:
+        """The decoder factory, or ``None`` when the codec is not available."""
+        raise NotImplementedError
+
+    def scan(self, source: Source, ctx: ScanContext) -> None:
+        """Decompress into one child, ``<decompressed>``, scanned by content."""
+        factory = self.decoder()
+        if factory is None:
+            ctx.report(
+                "MAM-ARC-007",
+                f"{self.format.value} decoder not installed; stream not scanned",
+                offset=0,
+            )
+            return
+        new_decoder = factory
+
+        def open_stream() -> io.BufferedReader:
+            reader = LimitedDecompressor(
+                source.open(), new_decoder, ctx=ctx, rules=_RULES, restart=self.restart
+            )
+            return io.BufferedReader(reader, CHUNK)
+
+        scan_child_guarded(ctx, CHILD_NAME, StreamSource(open_stream))
+
+
+class GzipHandler(_StreamHandler):
+    """gzip (RFC 1952), including multi-member files as ``gzip -d`` reads them."""
+
+    format: ClassVar[FileFormat] = FileFormat.GZIP
+    restart: ClassVar[bytes | None] = _GZIP
+
+    def sniff(self, probe: Probe) -> bool:
+        """Magic, deflate method, and no reserved flag bits."""
+        h = probe.head
+        return len(h) >= 10 and h[:3] == _GZIP + b"\x08" and not h[3] & 0xE0  # noqa: PLR2004 - header size
+
+    def decoder(self) -> Callable[[], Decoder]:
+        """Zlib with gzip framing (wbits 16+15)."""
+        return zlib_decoder(16 + zlib.MAX_WBITS)
+
+
+class Bzip2Handler(_StreamHandler):
+    """bzip2, including concatenated streams (``bzip2 -d`` and ``bz2.open`` read them all)."""
+
+    format: ClassVar[FileFormat] = FileFormat.BZIP2
+    restart: ClassVar[bytes | None] = b"BZh"
+
+    def sniff(self, probe: Probe) -> bool:
+        """``BZh``, a block size digit, then a block or end-of-stream magic."""
+        h = probe.head
+        return h[:3] == b"BZh" and h[3:4] in b"123456789" and h[4:10] in _BZ_BLOCK and len(h) > 3  # noqa: PLR2004 - magic length
+
+    def decoder(self) -> Callable[[], Decoder]:
+        """The stdlib bzip2 decompressor."""
+        return bz2.BZ2Decompressor
+
+
+class XzHandler(_StreamHandler):
+    """xz container (``lzma.FORMAT_XZ``), concatenated streams included."""
+
+    format: ClassVar[FileFormat] = FileFormat.XZ
+    restart: ClassVar[bytes | None] = _XZ
+
+    def sniff(self, probe: Probe) -> bool:
+        """The six-byte xz magic."""
+        return probe.head.startswith(_XZ)
+
+    def decoder(self) -> Callable[[], Decoder]:
+        """The stdlib xz decompressor."""
+        return lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ)
+
+
+class LzmaHandler(_StreamHandler):
+    """Legacy ``.lzma`` ("LZMA alone"), as ``joblib.dump(compress="lzma")`` writes it.
+
+    The format has no magic; the 13-byte header (properties, dictionary size, length) is
+    checked for values the reference encoder can produce.
+    """
+
+    format: ClassVar[FileFormat] = FileFormat.LZMA
+
+    def sniff(self, probe: Probe) -> bool:
+        """Valid properties byte, a standard dictionary size and a plausible length."""
+        h = probe.head
+        if len(h) < 13 or h[0] >= _LZMA_PROPS_MAX:  # noqa: PLR2004 - header size
+            return False
+        dict_size, length = struct.unpack_from("<LQ", h, 1)
+        if not _LZMA_DICT_MIN <= dict_size <= _LZMA_DICT_MAX:
+            return False
+        # Encoders write 2^n or 2^n + 2^(n-1); anything else is almost surely not lzma.
+        low = dict_size & -dict_size
+        if dict_size not in {low, low * 3}:
+            return False
+        return bool(length == _UNKNOWN_SIZE or length < 1 << 48)
+
+    def decoder(self) -> Callable[[], Decoder]:
+        """The stdlib decompressor in ``FORMAT_ALONE`` mode."""
+        return lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE)
+
+
+class ZlibHandler(_StreamHandler):
+    """A raw zlib stream (RFC 1950), as ``joblib.dump(compress="zlib")`` writes it.
+
+    Two bytes of header are weak evidence, so detection also inflates the first bytes.
+    """
+
+    format: ClassVar[FileFormat] = FileFormat.ZLIB
+
+    def sniff(self, probe: Probe) -> bool:
+        """CM=8, window <= 32 KiB, no preset dictionary, FCHECK valid, and the data inflates."""
+        h = probe.head
+        if len(h) < 3:  # noqa: PLR2004 - header + one byte of data
+            return False
+        cmf, flg = h[0], h[1]
+        if cmf & 0x0F != 8 or cmf >> 4 > 7 or flg & 0x20 or (cmf * 256 + flg) % 31:  # noqa: PLR2004 - RFC 1950 fields
+            return False
+        try:
+            zlib.decompressobj().decompress(h, _ZLIB_CHECK_BYTES)
+        except zlib.error:
+            return False
+        return True
+
+    def decoder(self) -> Callable[[], Decoder]:
+        """Zlib with its two-byte header and Adler-32 trailer."""
+        return zlib_decoder(zlib.MAX_WBITS)
+
+
+class ZstdHandler(_StreamHandler):
+    """Zstandard frames; decoded only when ``backports.zstd`` is installed."""
+
+    format: ClassVar[FileFormat] = FileFormat.ZSTD
+    restart: ClassVar[bytes | None] = _ZSTD
+
+    def sniff(self, probe: Probe) -> bool:
+        """The zstd frame magic."""
+        return probe.head.startswith(_ZSTD)
+
+    def decoder(self) -> Callable[[], Decoder] | None:
+        """The zstd decoder when available."""
+        return zstd_decoder_factory()

@@ -1,0 +1,208 @@
+"""Chat template checks: real templates stay clean, every SSTI building block is flagged."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mamori.findings import Severity
+from mamori.scan._internal.jinja_check import (
+    MAX_TEMPLATE_CHARS,
+    TemplateIssueKind,
+    check_template,
+)
+
+# Shapes of widely published chat templates (abridged but syntactically faithful).
+LLAMA3 = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    " + message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+    "{% endif %}"
+)
+LLAMA31_TOOLS = (
+    "{%- set ns = namespace(system='') -%}{%- if tools is not none -%}"
+    "{%- for t in tools -%}{{- t | tojson(indent=4) -}}{%- endfor -%}{%- endif -%}"
+    "{%- for m in messages -%}{%- if m.role == 'system' -%}{%- set ns.system = m.content -%}"
+    "{%- elif m.tool_calls is defined -%}{%- for c in m.tool_calls -%}"
+    "{{- '{\"name\": \"' + c.function.name + '\"}' -}}{%- endfor -%}"
+    "{%- else -%}{{- m.content | trim -}}{%- endif -%}{%- endfor -%}"
+    "{{- strftime_now('%d %b %Y') -}}"
+)
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
+    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+MISTRAL = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}"
+    "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}"
+    "{% endif %}{% endfor %}"
+)
+GEMMA = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}"
+    "{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for message in messages %}{% if (message['role'] == 'assistant') %}"
+    "{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}"
+    "{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
+)
+SMOL_GENERATION = (
+    "{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}"
+    "{{ m.content }}{% endgeneration %}{% else %}{{ m.content }}{% endif %}"
+    "{% if loop.index > 100 %}{% break %}{% endif %}{% endfor %}"
+)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [LLAMA3, LLAMA31_TOOLS, CHATML, MISTRAL, GEMMA, SMOL_GENERATION],
+    ids=["llama3", "llama3.1-tools", "chatml", "mistral", "gemma", "generation-tag"],
+)
+def test_real_world_templates_have_no_issue_at_medium_or_above(template):
+    assert [i for i in check_template(template) if i.severity >= Severity.MEDIUM] == []
+
+
+def _kinds(template: str) -> set[TemplateIssueKind]:
+    return {i.kind for i in check_template(template)}
+
+
+def test_llama_drama_cve_2024_34359_payload_is_critical():
+    # https://github.com/abetlen/llama-cpp-python/security/advisories/GHSA-56xg-wfcc-g829
+    payload = "{{ cycler.__init__.__globals__.os.popen('true').read() }}"
+    issues = check_template(payload)
+    assert max(i.severity for i in issues) == Severity.CRITICAL
+    assert {TemplateIssueKind.DUNDER_ACCESS, TemplateIssueKind.GADGET_GLOBAL} <= _kinds(payload)
+
+
+def test_subclasses_walk_is_flagged():
+    payload = "{{ ''.__class__.__mro__[1].__subclasses__() }}"
+    assert TemplateIssueKind.DUNDER_ACCESS in _kinds(payload)
+
+
+def test_subscript_with_dunder_string_is_flagged():
+    assert TemplateIssueKind.DUNDER_ACCESS in _kinds("{{ x['__globals__'] }}")
+
+
+def test_dunder_split_across_concatenation_is_folded():
+    assert TemplateIssueKind.DUNDER_ACCESS in _kinds("{{ x['__gl' ~ 'obals__'] }}")
+    assert TemplateIssueKind.DUNDER_ACCESS in _kinds("{{ x['__bui' + 'ltins__'] }}")
+
+
+def test_attr_filter_with_dunder_is_flagged():
+    assert TemplateIssueKind.DUNDER_ACCESS in _kinds("{{ x|attr('__class__') }}")
+
+
+def test_attr_filter_with_computed_name_is_flagged():
+    assert TemplateIssueKind.DYNAMIC_ATTRIBUTE in _kinds("{{ x|attr(name) }}")
+
+
+def test_str_format_reaching_dunders_is_flagged():
+    assert TemplateIssueKind.DUNDER_ACCESS in _kinds("{{ '{0.__class__}'.format(x) }}")
+
+
+def test_private_attribute_is_high():
+    issues = check_template("{{ self._TemplateReference__context }}")
+    assert TemplateIssueKind.PRIVATE_ACCESS in {i.kind for i in issues}
+    assert TemplateIssueKind.GADGET_GLOBAL in {i.kind for i in issues}
+
+
+@pytest.mark.parametrize("name", ["lipsum", "joiner", "config", "request"])
+def test_gadget_globals_are_medium(name):
+    issues = check_template("{{ " + name + " }}")
+    assert [(i.kind, i.severity) for i in issues] == [
+        (TemplateIssueKind.GADGET_GLOBAL, Severity.MEDIUM)
+    ]
+
+
+@pytest.mark.parametrize("attr", ["popen", "system", "eval", "os", "import_module"])
+def test_process_and_eval_attributes_are_flagged(attr):
+    assert TemplateIssueKind.DANGEROUS_NAME in _kinds("{{ x." + attr + " }}")
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["{% import 'x' as y %}", "{% from 'x' import y %}", "{% include 'x' %}", "{% extends 'x' %}"],
+)
+def test_template_loading_statements_are_flagged(statement):
+    assert TemplateIssueKind.TEMPLATE_LOADING in _kinds(statement)
+
+
+def test_unparseable_template_fails_closed():
+    issues = check_template("{% for x in %}")
+    assert [i.kind for i in issues] == [TemplateIssueKind.PARSE_ERROR]
+    assert issues[0].severity == Severity.HIGH
+
+
+def test_unknown_extension_tag_fails_closed():
+    assert _kinds("{% do x.append(1) %}") == {TemplateIssueKind.PARSE_ERROR}
+
+
+def test_oversized_template_is_not_parsed():
+    assert _kinds("x" * (MAX_TEMPLATE_CHARS + 1)) == {TemplateIssueKind.TOO_LARGE}
+
+
+def test_deeply_nested_template_does_not_crash():
+    issues = check_template("{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}")
+    assert issues  # a parse failure or a limit, never an exception
+
+
+def test_namespace_is_allowed_but_its_globals_are_not():
+    assert check_template("{% set ns = namespace(a=1) %}{{ ns.a }}") == []
+    assert TemplateIssueKind.DUNDER_ACCESS in _kinds("{{ namespace.__init__.__globals__ }}")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("{}%#()[]._'\"|~+ abcxyz_-\n")), max_size=200))
+def test_any_text_yields_a_list_of_issues_and_never_raises(source):
+    issues = check_template(source)
+    assert isinstance(issues, list)
+
+
+QWEN25_TOOLS = (
+    "{%- if tools %}{{- '<|im_start|>system\\n' }}{%- if messages[0]['role'] == 'system' %}"
+    "{{- messages[0]['content'] }}{%- else %}{{- 'You are Qwen.' }}{%- endif %}"
+    "{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}{%- endif %}"
+    "{%- for message in messages %}{%- if message.role == 'assistant' %}"
+    "{%- for tool_call in message.tool_calls %}{%- if tool_call.function is defined %}"
+    "{%- set tool_call = tool_call.function %}{%- endif %}"
+    '{{- \'{"name": "\' }}{{- tool_call.name }}{{- tool_call.arguments | tojson }}'
+    "{%- endfor %}{%- elif message.role == 'tool' %}"
+    "{%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != 'tool') %}"
+    "{{- '<|im_start|>user' }}{%- endif %}{{- message.content }}{%- endif %}{%- endfor %}"
+)
+DEEPSEEK_R1 = (
+    "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}"
+    "{% endif %}{% set ns = namespace(is_first=false, is_tool=false, system_prompt='') %}"
+    "{%- for message in messages %}{%- if message['role'] == 'system' %}"
+    "{% set ns.system_prompt = message['content'] %}{%- endif %}{%- endfor %}"
+    "{{ bos_token }}{{ ns.system_prompt }}{%- for message in messages %}"
+    "{%- if message['role'] == 'assistant' and message['content'] is not none %}"
+    "{% set content = message['content'] %}{% if '</think>' in content %}"
+    "{% set content = content.split('</think>')[-1] %}{% endif %}"
+    "{{'<｜Assistant｜>' + content + '<｜end▁of▁sentence｜>'}}{%- endif %}{%- endfor -%}"  # noqa: RUF001 - DeepSeek's real tokens use fullwidth bars
+)
+
+
+@pytest.mark.parametrize("template", [QWEN25_TOOLS, DEEPSEEK_R1], ids=["qwen2.5", "deepseek-r1"])
+def test_more_real_world_templates_are_clean(template):
+    assert [i for i in check_template(template) if i.severity >= Severity.MEDIUM] == []
+
+
+def test_subscript_with_a_key_built_from_characters_is_flagged():
+    payload = "{{ x[('%c%c'|format(95, 95)) ~ 'class' ~ ('%c%c'|format(95, 95))] }}"
+    assert TemplateIssueKind.DYNAMIC_ATTRIBUTE in _kinds(payload)
+
+
+def test_subscript_with_a_joined_key_is_flagged():
+    assert TemplateIssueKind.DYNAMIC_ATTRIBUTE in _kinds("{{ x[parts|join] }}")
+
+
+def test_plain_computed_index_is_not_flagged():
+    assert check_template("{{ messages[loop.index0 - 1]['role'] }}") == []
