@@ -1,0 +1,282 @@
+"""GenAI authorization benchmark: decision latency and authorized-retrieval recall.
+
+Writes bench/results/genai.json and bench/results/genai.md. Random unit vectors stand in for
+embeddings (the demo uses the real model); the ACL filter is the real Cedar residual filter,
+the token is a real RS256 JWT verified by PyJWT, and retrieval goes through
+:class:`mamori.genai.AuthorizedRetriever` (filter pushed into Qdrant local mode, every hit
+re-checked by a full Cedar decision).
+
+Usage: ``python bench/genai_bench.py [--quick] [--n N] [--queries Q]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from mamori.audit import AuditChain, MemorySink
+from mamori.genai import (
+    AuthorizedRetriever,
+    Authorizer,
+    ContextFactory,
+    Revocations,
+    prefix_fields,
+    to_qdrant,
+)
+from mamori.genai.hospital import HOSPITAL_DOMAIN
+from mamori.identity import DevIssuer, JwksSource, VerifierConfig
+from mamori.policy import Entity, EntityUid, PolicyEngine, simplify
+
+DIM, K, TEAMS = 64, 10, 100  # 100 care teams -> 1 % selectivity per doctor
+TARGET_P99_MS, TARGET_RECALL = 1.0, 0.99
+OUT = Path(__file__).parent / "results"
+BATCH = 10_000
+
+
+def _issuer(keydir: Path) -> tuple[DevIssuer, VerifierConfig]:
+    issuer = DevIssuer(keydir, issuer="https://idp", audience="app")
+    config = VerifierConfig(
+        issuer="https://idp", audience="app", jwks=JwksSource(path=issuer.jwks_path)
+    )
+    return issuer, config
+
+
+def latency(samples_n: int, *, cached_filter: bool = False) -> dict[str, float]:
+    """JWT verify + one uncached Cedar decision + the residual filter build and compile.
+
+    With ``cached_filter`` the filter comes from the Authorizer's cache (keyed by principal,
+    policy version and revocation epoch), as it does for every request after a session's
+    first; the decision stays uncached (a new document each time).
+    """
+    with tempfile.TemporaryDirectory() as d:
+        issuer, config = _issuer(Path(d))
+        engine = PolicyEngine.packaged("hospital")
+        authorizer = Authorizer(
+            engine, Revocations(), AuditChain(MemorySink()), cache_size=4096 if cached_filter else 1
+        )
+        factory = ContextFactory(config, HOSPITAL_DOMAIN, authorizer.revocations)
+        tokens = [issuer.mint(f"dr-{i}", roles=["doctor"], tenant="t1") for i in range(200)]
+        samples: list[float] = []
+        cpu: list[float] = []
+        for i in range(samples_n):
+            doc = Entity(
+                EntityUid("Hospital::Document", f"d{i}"),
+                {
+                    "tenant": "t1",
+                    "patient_id": "p1",
+                    "classification": "PHI",
+                    "care_team": frozenset({"dr-1"}),
+                },
+            )
+            start, cpu_start = time.perf_counter(), time.thread_time()
+            ctx = factory.from_token(tokens[i % len(tokens)])
+            authorizer.check(ctx, "read_document", doc)
+            if not cached_filter:
+                authorizer.filters.clear()  # measure an uncached filter build every time
+            node = authorizer.resource_filter(ctx, "read_document", "Document")
+            to_qdrant(prefix_fields(simplify(node), "acl."))
+            samples.append(time.perf_counter() - start)
+            cpu.append(time.thread_time() - cpu_start)
+    # The first 200 (one per token) warm up lazy imports and, when cached, the filter cache.
+    arr = np.array(samples[200:]) * 1000
+    cpu_arr = np.array(cpu[200:]) * 1000
+    return {
+        "samples": len(arr),
+        "p50_ms": float(np.percentile(arr, 50)),
+        "p99_ms": float(np.percentile(arr, 99)),
+        # CPU time of this thread only: excludes time spent preempted by other processes on
+        # the shared machine, so it shows the cost of the code rather than the queue.
+        "cpu_p50_ms": float(np.percentile(cpu_arr, 50)),
+        "cpu_p99_ms": float(np.percentile(cpu_arr, 99)),
+    }
+
+
+def _load(client: QdrantClient, vecs: np.ndarray, team: np.ndarray) -> float:
+    n = len(vecs)
+    client.create_collection(
+        "b", vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE)
+    )
+    # NOTE: no payload index is created: qdrant-client's local mode ignores them (it warns
+    # "Payload indexes have no effect in the local Qdrant"); every filter is evaluated per point.
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        # qdrant-client warns once past 20,000 points that local mode is meant for small data
+        # (local/local_collection.py LARGE_DATA_THRESHOLD). Measuring that is the point here.
+        warnings.filterwarnings(
+            "ignore", message="Local mode is not recommended", category=UserWarning
+        )
+        for s in range(0, n, BATCH):
+            stop = min(n, s + BATCH)
+            client.upsert(
+                "b",
+                points=models.Batch(
+                    ids=list(range(s, stop)),
+                    vectors=vecs[s:stop].tolist(),
+                    payloads=[
+                        {
+                            "doc_id": f"d{i}",
+                            "acl": {
+                                "tenant": "t1",
+                                "patient_id": f"p{i}",
+                                "classification": "PHI",
+                                "care_team": [f"dr-{team[i]}"],
+                            },
+                        }
+                        for i in range(s, stop)
+                    ],
+                ),
+                wait=True,
+            )
+    return time.perf_counter() - start
+
+
+def retrieval(n: int, queries: int) -> dict[str, Any]:
+    """Recall@10 of filtered search vs exact filtered search, and of post-filtering."""
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(n, DIM)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    team = rng.integers(0, TEAMS, size=n)
+    client = QdrantClient(":memory:")
+    load_s = _load(client, vecs, team)
+    with tempfile.TemporaryDirectory() as d:
+        issuer, config = _issuer(Path(d))
+        engine = PolicyEngine.packaged("hospital")
+        authorizer = Authorizer(engine, Revocations(), AuditChain(MemorySink()))
+        factory = ContextFactory(config, HOSPITAL_DOMAIN, authorizer.revocations)
+        ctx = factory.from_token(issuer.mint("dr-7", roles=["doctor"], tenant="t1"))
+    retriever = AuthorizedRetriever(client, "b", authorizer)
+    allowed = team == 7
+    filtered_recall: list[float] = []
+    post_recall: list[float] = []
+    unauthorized = 0
+    t_filtered: list[float] = []
+    t_post: list[float] = []
+    for _ in range(queries):
+        q = rng.normal(size=DIM).astype(np.float32)
+        q /= np.linalg.norm(q)
+        # Oracle: exact (brute-force) top-k over the authorized subset only.
+        scores = vecs @ q
+        exact = set(np.argsort(-np.where(allowed, scores, -np.inf))[:K].tolist())
+        start = time.perf_counter()
+        hits = retriever.search(ctx, q.tolist(), limit=K)
+        t_filtered.append(time.perf_counter() - start)
+        ids = {int(h.doc_id[1:]) for h in hits}
+        unauthorized += sum(1 for i in ids if not allowed[i])
+        filtered_recall.append(len(ids & exact) / K)
+        # Baseline: unfiltered top-k, then drop what the user may not read.
+        start = time.perf_counter()
+        top = client.query_points("b", query=q.tolist(), limit=K, with_payload=True).points
+        post: set[int] = set()
+        for point in top:
+            acl = (point.payload or {})["acl"]
+            entity = Entity(
+                EntityUid("Hospital::Document", f"d{point.id}"),
+                {**acl, "care_team": frozenset(acl["care_team"])},
+            )
+            if authorizer.check(ctx, "read_document", entity).allowed:
+                post.add(int(point.id))
+        t_post.append(time.perf_counter() - start)
+        unauthorized += sum(1 for i in post if not allowed[i])
+        post_recall.append(len(post & exact) / K)
+    return {
+        "vectors": n,
+        "dimension": DIM,
+        "queries": queries,
+        "selectivity": float(allowed.mean()),
+        "load_seconds": load_s,
+        "recall_at_10_filtered": float(np.mean(filtered_recall)),
+        "recall_at_10_post_filter": float(np.mean(post_recall)),
+        "unauthorized_items": unauthorized,
+        "filtered_query_p50_ms": float(np.percentile(np.array(t_filtered) * 1000, 50)),
+        "filtered_query_p99_ms": float(np.percentile(np.array(t_filtered) * 1000, 99)),
+        "post_filter_query_p50_ms": float(np.percentile(np.array(t_post) * 1000, 50)),
+        "post_filter_query_p99_ms": float(np.percentile(np.array(t_post) * 1000, 99)),
+    }
+
+
+def _markdown(result: dict[str, Any]) -> str:
+    d, c, r = result["decision_and_filter"], result["decision_cached_filter"], result["retrieval"]
+    p99_ok = "PASS" if d["p99_ms"] < TARGET_P99_MS else "FAIL"
+    cpu_ok = "PASS" if d["cpu_p99_ms"] < TARGET_P99_MS else "FAIL"
+    rec_ok = "PASS" if r["recall_at_10_filtered"] >= TARGET_RECALL else "FAIL"
+    unauth_ok = "PASS" if r["unauthorized_items"] == 0 else "FAIL"
+    size_note = "" if r["vectors"] >= 100_000 else " (below the 100k target; see notes)"
+    return (
+        "# GenAI authorization benchmark\n\n"
+        f"Machine: {result['machine']}. {result['note']}\n\n"
+        "| metric | value | target |\n|---|---|---|\n"
+        f"| JWT verify + decision + filter build p50 | {d['p50_ms']:.3f} ms | |\n"
+        f"| JWT verify + decision + filter build p99 | {d['p99_ms']:.3f} ms "
+        f"| < {TARGET_P99_MS} ms {p99_ok} |\n"
+        f"| same, thread CPU time p50 / p99 (excludes preemption) | {d['cpu_p50_ms']:.3f} / "
+        f"{d['cpu_p99_ms']:.3f} ms | < {TARGET_P99_MS} ms {cpu_ok} |\n"
+        f"| same with the session's cached filter, p50 / p99 | {c['p50_ms']:.3f} / "
+        f"{c['p99_ms']:.3f} ms | |\n"
+        f"| same with the session's cached filter, CPU p50 / p99 | {c['cpu_p50_ms']:.3f} / "
+        f"{c['cpu_p99_ms']:.3f} ms | |\n"
+        f"| vectors / dim / selectivity | {r['vectors']}{size_note} / {r['dimension']} / "
+        f"{r['selectivity']:.2%} | 100k at 1 % |\n"
+        f"| load time (Qdrant local, batched upsert) | {r['load_seconds']:.1f} s | |\n"
+        f"| recall@10, filter pushed into Qdrant | {r['recall_at_10_filtered']:.3f} "
+        f"| >= {TARGET_RECALL} {rec_ok} |\n"
+        f"| recall@10, unfiltered top-10 then post-filter | "
+        f"{r['recall_at_10_post_filter']:.3f} | (baseline) |\n"
+        f"| unauthorized items returned (both paths) | {r['unauthorized_items']} "
+        f"| 0 {unauth_ok} |\n"
+        f"| filtered query p50 / p99 (incl. per-hit Cedar re-check) | "
+        f"{r['filtered_query_p50_ms']:.1f} / {r['filtered_query_p99_ms']:.1f} ms | |\n"
+        f"| post-filter query p50 / p99 | {r['post_filter_query_p50_ms']:.1f} / "
+        f"{r['post_filter_query_p99_ms']:.1f} ms | |\n\n"
+        "Notes:\n\n"
+        "- Decision latency: the uncached path is JWT verification (PyJWT), a full Cedar "
+        "decision, Cedar partial evaluation, residual translation, Qdrant filter compile and "
+        "two hash-chained audit records. It misses the 1 ms p99 target here; the wall-clock "
+        "p99 is dominated by preemption on the shared 2-core machine, and even thread CPU time "
+        "is inflated by the contention. In a session the filter is cached by the Authorizer "
+        "(principal, policy version, revocation epoch), which is the second pair of rows.\n"
+        "- Retrieval: qdrant-client local mode is an exact (brute-force) numpy search that "
+        "evaluates payload filters in Python point by point and ignores payload indexes (it "
+        "warns so), so the filtered recall is exact by construction and the query latency is "
+        "that of local mode, not of a Qdrant server with an HNSW and payload indexes.\n"
+        "- The post-filter baseline loses recall: at 1 % selectivity, on average 0.1 of the "
+        "10 unfiltered nearest neighbours belongs to the user.\n"
+    )
+
+
+def main() -> None:
+    """Run both measurements and write the results."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="20k vectors, 20 queries")
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=50)
+    args = parser.parse_args()
+    n, queries = (20_000, 20) if args.quick else (args.n, args.queries)
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}",
+        "note": "Measured while the 2-core machine was shared with other engineers' test "
+        f"runs (load average at start {os.getloadavg()[0]:.1f}); latencies are pessimistic.",
+        "decision_and_filter": latency(2000),
+        "decision_cached_filter": latency(2000, cached_filter=True),
+        "retrieval": retrieval(n, queries),
+    }
+    result["wall_seconds"] = time.perf_counter() - started
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "genai.json").write_text(json.dumps(result, indent=2) + "\n")
+    (OUT / "genai.md").write_text(_markdown(result))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

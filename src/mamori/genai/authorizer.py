@@ -1,0 +1,193 @@
+"""Every decision in one place: Cedar, caches keyed by principal and policy version, audit.
+
+The caches are keyed by the principal's full verified identity, the policy set version, the
+revocation epoch and the exact resource entity, so a policy change, a revocation or an ACL change
+in the source system can never be answered from a stale entry.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from mamori.errors import PolicyError, StoreError
+from mamori.policy import (
+    Const,
+    Decision,
+    Effect,
+    Entity,
+    EntityUid,
+    FilterNode,
+    PolicyEngine,
+    Request,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable, Mapping
+
+    from mamori.audit import AuditLog
+    from mamori.genai.context import Revocations, TrustedContext
+
+__all__ = ["Authorizer", "LruCache"]
+
+
+class LruCache:
+    """A small thread-safe LRU map."""
+
+    def __init__(self, size: int) -> None:
+        """Keep at most ``size`` entries."""
+        self._size = size
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    def get(self, key: Hashable) -> Any | None:
+        """Return the cached value or ``None``."""
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                self.hits += 1
+                return self._data[key]
+            return None
+
+    def put(self, key: Hashable, value: Any) -> None:
+        """Store ``value`` under ``key``."""
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        """Drop everything."""
+        with self._lock:
+            self._data.clear()
+
+
+class Authorizer:
+    """Decides, caches and audits for one policy engine."""
+
+    def __init__(
+        self,
+        engine: PolicyEngine,
+        revocations: Revocations,
+        audit: AuditLog,
+        *,
+        cache_size: int = 4096,
+    ) -> None:
+        """Bind the engine, the revocation list and the audit log (in memory, file or SQL)."""
+        self.engine = engine
+        self.revocations = revocations
+        self.audit = audit
+        self.decisions = LruCache(cache_size)
+        self.filters = LruCache(cache_size)
+
+    def _deny(self, ctx: TrustedContext, action: str, resource: str, reason: str) -> Decision:
+        decision = Decision(Effect.DENY, (), reason)
+        self._audit(ctx, action, resource, decision)
+        return decision
+
+    def _audit(self, ctx: TrustedContext, action: str, resource: str, decision: Decision) -> None:
+        self.audit.record(
+            principal=str(ctx.uid),
+            action=action,
+            resource=resource,
+            decision=decision.effect.value,
+            policy_ids=decision.policy_ids,
+            reason=decision.reason,
+        )
+
+    def check(
+        self,
+        ctx: TrustedContext,
+        action: str,
+        resource: Entity,
+        *,
+        context: Mapping[str, Any] | None = None,
+        extra_entities: tuple[Entity, ...] = (),
+    ) -> Decision:
+        """Authorize ``action`` on ``resource`` (a trusted entity) and audit the decision."""
+        if self.revocations.is_revoked(ctx.principal):
+            return self._deny(ctx, action, str(resource.uid), "principal revoked")
+        ctx_items = context or {}
+        key = (
+            ctx.principal.cache_key(),
+            self.engine.version,
+            self.revocations.epoch,
+            action,
+            json.dumps(resource.to_json(), sort_keys=True),
+            json.dumps(
+                {
+                    k: sorted(v) if isinstance(v, set | frozenset) else v
+                    for k, v in ctx_items.items()
+                },
+                sort_keys=True,
+            ),
+        )
+        cached = self.decisions.get(key) if not extra_entities else None
+        if isinstance(cached, Decision):
+            decision = cached
+        else:
+            request = Request(ctx.uid, ctx.domain.action(action), resource.uid, ctx_items)
+            entities = (*ctx.entities(), resource, *extra_entities)
+            decision = self.engine.decide(request, entities)
+            if not extra_entities:
+                self.decisions.put(key, decision)
+        try:
+            self._audit(ctx, action, str(resource.uid), decision)
+        except StoreError:
+            # An allow that cannot be audited is not given.
+            return Decision(Effect.DENY, decision.policy_ids, "audit log unavailable")
+        return decision
+
+    def resource_filter(self, ctx: TrustedContext, action: str, resource_type: str) -> FilterNode:
+        """Return the typed filter of ``resource_type`` items this context may ``action``.
+
+        Any engine error or untranslatable residual is audited and returned as
+        ``Const(False)``: the caller then returns an empty result, never an unfiltered one.
+        """
+        qualified = ctx.domain.entity_type(resource_type)
+        if self.revocations.is_revoked(ctx.principal):
+            self._deny(ctx, action, f"{qualified}::*", "principal revoked")
+            return Const(value=False)
+        key = (
+            ctx.principal.cache_key(),
+            self.engine.version,
+            self.revocations.epoch,
+            action,
+            qualified,
+        )
+        cached = self.filters.get(key)
+        if cached is not None:
+            node: FilterNode = cached
+            return node
+        try:
+            node, ids = self.engine.resource_filter(
+                principal=ctx.uid,
+                action=ctx.domain.action(action),
+                resource_type=qualified,
+                entities=ctx.entities(),
+            )
+        except PolicyError as exc:
+            self._deny(ctx, action, f"{qualified}::*", f"filter build failed: {exc}")
+            return Const(value=False)
+        effect = Effect.DENY if node == Const(value=False) else Effect.ALLOW
+        self._audit(ctx, action, f"{qualified}::*", Decision(effect, ids, "residual filter"))
+        self.filters.put(key, node)
+        return node
+
+    def readable_labels(self, ctx: TrustedContext, labels: frozenset[str]) -> frozenset[str]:
+        """The subset of data classification ``labels`` this context may read."""
+        label_type = ctx.domain.entity_type("Classification")
+        return frozenset(
+            label
+            for label in labels
+            if self.check(ctx, "read_field", Entity(EntityUid(label_type, label))).allowed
+        )
+
+    def invalidate(self) -> None:
+        """Drop both caches (e.g. after an ACL change pushed by the source system)."""
+        self.decisions.clear()
+        self.filters.clear()

@@ -1,0 +1,134 @@
+"""The trusted session context: built only from a verified token, never from model output.
+
+:class:`TrustedContext` can only be created by :class:`ContextFactory` (its constructor demands
+a private capability object), is frozen, and is passed to tools by the gateway, out of band from
+anything the model writes. A prompt that says "I am a doctor" has no path into it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from mamori.errors import IdentityError
+from mamori.identity import Principal, VerifierConfig, verify_token
+from mamori.policy import Entity, EntityUid
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["ContextFactory", "Domain", "Revocations", "TrustedContext"]
+
+
+class _Capability:
+    """Only this module holds an instance; it gates :class:`TrustedContext` construction."""
+
+
+_CAPABILITY = _Capability()
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    """How a principal maps onto a Cedar schema (entity type names and copied attributes)."""
+
+    namespace: str
+    user_type: str = "User"
+    role_type: str = "Role"
+    #: principal attributes copied into the Cedar ``User`` entity (claim name -> attr name).
+    attribute_map: Mapping[str, str] = field(default_factory=dict)
+
+    def entity_type(self, name: str) -> str:
+        """Qualify ``name`` with the namespace."""
+        return f"{self.namespace}::{name}"
+
+    def action(self, name: str) -> EntityUid:
+        """The action entity ``Namespace::Action::"name"``."""
+        return EntityUid(self.entity_type("Action"), name)
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedContext:
+    """The verified end user of one session."""
+
+    principal: Principal
+    domain: Domain
+    _capability: _Capability = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Refuse construction by anyone but :class:`ContextFactory`."""
+        if self._capability is not _CAPABILITY:
+            raise IdentityError("a trusted context can only be built from a verified token")
+
+    @property
+    def uid(self) -> EntityUid:
+        """The principal's Cedar entity reference."""
+        return EntityUid(self.domain.entity_type(self.domain.user_type), self.principal.subject)
+
+    @property
+    def tenant(self) -> str:
+        """The verified tenant."""
+        return self.principal.tenant
+
+    @property
+    def roles(self) -> frozenset[str]:
+        """The verified roles."""
+        return self.principal.roles
+
+    def entities(self) -> tuple[Entity, ...]:
+        """The principal and role entities that every Cedar request needs."""
+        role_type = self.domain.entity_type(self.domain.role_type)
+        roles = tuple(EntityUid(role_type, r) for r in sorted(self.principal.roles))
+        attrs: dict[str, str] = {"tenant": self.principal.tenant, "user_id": self.principal.subject}
+        for claim, attr in self.domain.attribute_map.items():
+            if claim in self.principal.attributes:
+                attrs[attr] = self.principal.attributes[claim]
+        user = Entity(self.uid, attrs, roles)
+        return (user, *(Entity(r) for r in roles))
+
+
+class Revocations:
+    """Revoked subjects and token ids; :attr:`epoch` changes on every revocation."""
+
+    def __init__(self) -> None:
+        """Start with nothing revoked."""
+        self._lock = threading.Lock()
+        self._subjects: set[tuple[str, str]] = set()
+        self._tokens: set[str] = set()
+        self.epoch = 0
+
+    def revoke_subject(self, issuer: str, subject: str) -> None:
+        """Revoke every token of ``subject``."""
+        with self._lock:
+            self._subjects.add((issuer, subject))
+            self.epoch += 1
+
+    def revoke_token(self, token_id: str) -> None:
+        """Revoke one token by its ``jti``."""
+        with self._lock:
+            self._tokens.add(token_id)
+            self.epoch += 1
+
+    def is_revoked(self, principal: Principal) -> bool:
+        """True if the principal or its token has been revoked."""
+        with self._lock:
+            return (principal.issuer, principal.subject) in self._subjects or (
+                bool(principal.token_id) and principal.token_id in self._tokens
+            )
+
+
+class ContextFactory:
+    """Verifies tokens and builds :class:`TrustedContext` objects."""
+
+    def __init__(self, config: VerifierConfig, domain: Domain, revocations: Revocations) -> None:
+        """Bind the verifier configuration, the Cedar domain and the revocation list."""
+        self._config = config
+        self._domain = domain
+        self.revocations = revocations
+
+    def from_token(self, token: str) -> TrustedContext:
+        """Verify ``token`` and return its context. Raises :class:`IdentityError`."""
+        principal = verify_token(token, self._config)
+        if self.revocations.is_revoked(principal):
+            raise IdentityError("token or subject has been revoked")
+        return TrustedContext(principal, self._domain, _CAPABILITY)

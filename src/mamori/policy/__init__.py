@@ -1,0 +1,44 @@
+"""Cedar policies: decisions, and residual filters for authorized retrieval."""
+
+from __future__ import annotations
+
+from mamori.policy.engine import Decision, Effect, Entity, EntityUid, PolicyEngine, Request
+from mamori.policy.filters import (
+    And,
+    CompareOp,
+    Const,
+    FieldCompare,
+    FieldContains,
+    FieldContainsAny,
+    FieldEq,
+    FieldExists,
+    FilterNode,
+    Not,
+    Or,
+    Scalar,
+    residuals_to_filter,
+    simplify,
+)
+
+__all__ = [
+    "And",
+    "CompareOp",
+    "Const",
+    "Decision",
+    "Effect",
+    "Entity",
+    "EntityUid",
+    "FieldCompare",
+    "FieldContains",
+    "FieldContainsAny",
+    "FieldEq",
+    "FieldExists",
+    "FilterNode",
+    "Not",
+    "Or",
+    "PolicyEngine",
+    "Request",
+    "Scalar",
+    "residuals_to_filter",
+    "simplify",
+]

@@ -1,0 +1,227 @@
+"""Cedar policy decisions through cedarpy, failing closed on every engine error.
+
+:class:`PolicyEngine` loads and validates a policy set against its schema once, then answers
+:meth:`~PolicyEngine.decide` (a full authorization call) and
+:meth:`~PolicyEngine.resource_filter` (partial evaluation with the resource unknown, turned
+into a typed filter). Any exception from the engine, any evaluation error inside a policy, and
+any malformed answer is a deny: Cedar itself skips a policy whose evaluation errors, which would
+silently drop a ``forbid``; we refuse that.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import cedarpy
+
+from mamori.errors import ConfigError, PolicyError
+from mamori.policy.filters import Const, FilterNode, residuals_to_filter
+
+__all__ = [
+    "Decision",
+    "Effect",
+    "Entity",
+    "EntityUid",
+    "PolicyEngine",
+    "Request",
+]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class EntityUid:
+    """A Cedar entity reference such as ``Hospital::Patient::"p1"``."""
+
+    type: str
+    id: str
+
+    def to_json(self) -> dict[str, str]:
+        """Return Cedar's JSON form ``{"type": ..., "id": ...}``."""
+        return {"type": self.type, "id": self.id}
+
+    def __str__(self) -> str:
+        """Render in Cedar syntax, for logs and audit records."""
+        return f"{self.type}::{json.dumps(self.id)}"
+
+
+def _frozen_empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """An entity with its attributes and parents, as supplied by a trusted source."""
+
+    uid: EntityUid
+    attrs: Mapping[str, Any] = field(default_factory=_frozen_empty)
+    parents: tuple[EntityUid, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """Return Cedar's JSON entity form; sets become sorted lists."""
+        return {
+            "uid": self.uid.to_json(),
+            "attrs": {k: _json_value(v) for k, v in self.attrs.items()},
+            "parents": [p.to_json() for p in self.parents],
+        }
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, frozenset | set):
+        return sorted(value)
+    if isinstance(value, EntityUid):
+        return {"__entity": value.to_json()}
+    return value
+
+
+def _cedar_literal(uid: EntityUid) -> str:
+    # cedarpy's partial evaluator only takes entity references in Cedar syntax. Rather than
+    # re-implement Cedar's string escaping, refuse any id that would need it.
+    if not uid.id or not all(c.isprintable() and c not in '"\\' for c in uid.id):
+        raise PolicyError("entity id needs escaping; refusing partial evaluation")
+    return f'{uid.type}::"{uid.id}"'
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A full authorization request."""
+
+    principal: EntityUid
+    action: EntityUid
+    resource: EntityUid
+    context: Mapping[str, Any] = field(default_factory=_frozen_empty)
+
+
+class Effect(enum.Enum):
+    """The two outcomes; there is no third "not applicable" that callers could treat as allow."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to a :class:`Request`, with the policy ids that determined it."""
+
+    effect: Effect
+    policy_ids: tuple[str, ...]
+    reason: str
+
+    @property
+    def allowed(self) -> bool:
+        """True only for an explicit allow."""
+        return self.effect is Effect.ALLOW
+
+
+class PolicyEngine:
+    """A validated Cedar policy set and schema."""
+
+    def __init__(self, *, policies: str, schema: str, source: str = "<memory>") -> None:
+        """Parse and validate; an invalid or empty policy set raises :class:`ConfigError`."""
+        if not policies.strip():
+            msg = f"{source}: the policy set is empty"
+            raise ConfigError(msg)
+        try:
+            result = cedarpy.validate_policies(policies, schema)
+            self._policies = cedarpy.PolicySet.from_str(policies)
+            self._schema = cedarpy.Schema.from_str(schema)
+        except (ValueError, RuntimeError, TypeError) as exc:
+            msg = f"{source}: cannot parse the policies or schema"
+            raise ConfigError(msg) from exc
+        if not result.validation_passed:
+            errors = "; ".join(str(e) for e in result.errors)
+            msg = f"{source}: policies do not validate against the schema: {errors}"
+            raise ConfigError(msg)
+        self.version = hashlib.sha256(f"{policies}\x00{schema}".encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_files(cls, policies: Path, schema: Path) -> PolicyEngine:
+        """Load a ``.cedar`` file and its ``.cedarschema``."""
+        try:
+            text, schema_text = policies.read_text("utf-8"), schema.read_text("utf-8")
+        except OSError as exc:
+            msg = f"cannot read {policies} or {schema}"
+            raise ConfigError(msg) from exc
+        return cls(policies=text, schema=schema_text, source=str(policies))
+
+    @classmethod
+    def packaged(cls, domain: str) -> PolicyEngine:
+        """Load the example policies shipped as package data, e.g. ``"hospital"``."""
+        data = resources.files("mamori.policy") / "data"
+        try:
+            text = (data / f"{domain}.cedar").read_text("utf-8")
+            schema = (data / f"{domain}.cedarschema").read_text("utf-8")
+        except OSError as exc:
+            msg = f"no packaged policy domain {domain!r}"
+            raise ConfigError(msg) from exc
+        return cls(policies=text, schema=schema, source=f"mamori.policy/data/{domain}.cedar")
+
+    def decide(self, request: Request, entities: Iterable[Entity]) -> Decision:
+        """Make a full authorization decision. Never raises: every failure is a deny."""
+        try:
+            cedar_request = {
+                "principal": request.principal.to_json(),
+                "action": request.action.to_json(),
+                "resource": request.resource.to_json(),
+                "context": {k: _json_value(v) for k, v in request.context.items()},
+            }
+            result = cedarpy.is_authorized(
+                cedar_request, self._policies, [e.to_json() for e in entities], self._schema
+            )
+            diagnostics = result.diagnostics
+            names = diagnostics.id_annotations_by_reason
+            ids = tuple(sorted(names.get(r, r) for r in diagnostics.reasons))
+            if diagnostics.errors:
+                return Decision(Effect.DENY, ids, f"policy evaluation error: {diagnostics.errors}")
+            if result.allowed:
+                return Decision(Effect.ALLOW, ids, "permitted")
+            reason = "forbidden by policy" if ids else "no policy permits this request"
+            return Decision(Effect.DENY, ids, reason)
+        # NOTE: this is the fail-closed boundary around a native engine; whatever it raises
+        # (ValueError for bad input, a Rust panic surfaced as BaseException subclasses, ...)
+        # becomes a deny that names the error. Nothing carries on as allowed.
+        except Exception as exc:  # noqa: BLE001 -- see NOTE above
+            return Decision(Effect.DENY, (), f"policy engine error: {type(exc).__name__}")
+
+    def resource_filter(
+        self,
+        *,
+        principal: EntityUid,
+        action: EntityUid,
+        resource_type: str,
+        entities: Iterable[Entity],
+        context: Mapping[str, Any] | None = None,
+    ) -> tuple[FilterNode, tuple[str, ...]]:
+        """Return the filter over ``resource_type`` that this principal may ``action``.
+
+        ``Const(False)`` means nothing is allowed. Raises :class:`PolicyError` on any engine
+        error or untranslatable residual; callers must deny.
+        """
+        request = {
+            "principal": _cedar_literal(principal),
+            "action": _cedar_literal(action),
+            "context": {k: _json_value(v) for k, v in (context or {}).items()},
+        }
+        try:
+            result = cedarpy.is_authorized_partial(
+                request, self._policies, [e.to_json() for e in entities], self._schema
+            )
+            errors = result.diagnostics.errors
+            decision = result.decision
+            residuals = result.residuals
+        except Exception as exc:
+            raise PolicyError("partial evaluation failed") from exc
+        if errors:
+            msg = f"partial evaluation reported errors: {errors}"
+            raise PolicyError(msg)
+        if decision is cedarpy.Decision.Deny:
+            return Const(value=False), ()
+        if not isinstance(residuals, Mapping):
+            raise PolicyError("partial evaluation returned malformed residuals")
+        return residuals_to_filter(residuals, resource_type=resource_type)

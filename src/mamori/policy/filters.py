@@ -1,0 +1,373 @@
+"""A typed filter AST, and the translation of Cedar residuals into it.
+
+Partial evaluation with the resource unknown leaves, per policy, a residual expression over
+``resource.<attr>``. :func:`residuals_to_filter` turns those into a small closed set of frozen
+node types. Anything it does not recognise (``like``, ``if-then-else``, extension calls, a
+comparison between two resource attributes, ...) raises :class:`PolicyError`, and callers deny.
+Compilers (Qdrant, SQLAlchemy) match on the same closed set with ``assert_never``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from mamori.errors import PolicyError
+
+__all__ = [
+    "And",
+    "CompareOp",
+    "Const",
+    "FieldCompare",
+    "FieldContains",
+    "FieldContainsAny",
+    "FieldEq",
+    "FieldExists",
+    "FilterNode",
+    "Not",
+    "Or",
+    "Scalar",
+    "residuals_to_filter",
+    "simplify",
+]
+
+Scalar: TypeAlias = str | int | bool
+
+
+@dataclass(frozen=True, slots=True)
+class Const:
+    """Always true or always false."""
+
+    value: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FieldEq:
+    """``resource.<field> == value``."""
+
+    field: str
+    value: Scalar
+
+
+@dataclass(frozen=True, slots=True)
+class FieldContains:
+    """``resource.<field>`` is a set that contains ``value``."""
+
+    field: str
+    value: Scalar
+
+
+@dataclass(frozen=True, slots=True)
+class FieldContainsAny:
+    """``resource.<field>`` is a set sharing at least one element with ``values``."""
+
+    field: str
+    values: tuple[Scalar, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldExists:
+    """``resource has <field>``."""
+
+    field: str
+
+
+class CompareOp(enum.Enum):
+    """Integer comparisons Cedar can leave in a residual."""
+
+    LT = "<"
+    LE = "<="
+    GT = ">"
+    GE = ">="
+
+
+@dataclass(frozen=True, slots=True)
+class FieldCompare:
+    """``resource.<field> <op> value`` for integers."""
+
+    field: str
+    op: CompareOp
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    """All children hold."""
+
+    children: tuple[FilterNode, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    """At least one child holds."""
+
+    children: tuple[FilterNode, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    """The child does not hold."""
+
+    child: FilterNode
+
+
+FilterNode: TypeAlias = (
+    Const | FieldEq | FieldContains | FieldContainsAny | FieldExists | FieldCompare | And | Or | Not
+)
+
+_TRUE = Const(value=True)
+_FALSE = Const(value=False)
+_COMPARE_SWAP: Mapping[CompareOp, CompareOp] = {
+    CompareOp.LT: CompareOp.GT,
+    CompareOp.LE: CompareOp.GE,
+    CompareOp.GT: CompareOp.LT,
+    CompareOp.GE: CompareOp.LE,
+}
+
+
+def simplify(node: FilterNode) -> FilterNode:  # noqa: PLR0911 -- one return per fold rule
+    """Fold constants so that an all-false filter becomes exactly ``Const(False)``."""
+    if isinstance(node, And):
+        kids = _flatten(And, [simplify(c) for c in node.children])
+        if any(k == _FALSE for k in kids):
+            return _FALSE
+        kept = tuple(k for k in kids if k != _TRUE)
+        if not kept:
+            return _TRUE
+        return kept[0] if len(kept) == 1 else And(kept)
+    if isinstance(node, Or):
+        kids = _flatten(Or, [simplify(c) for c in node.children])
+        if any(k == _TRUE for k in kids):
+            return _TRUE
+        kept = tuple(k for k in kids if k != _FALSE)
+        if not kept:
+            return _FALSE
+        return kept[0] if len(kept) == 1 else Or(kept)
+    if isinstance(node, Not):
+        inner = simplify(node.child)
+        if isinstance(inner, Const):
+            return Const(value=not inner.value)
+        if isinstance(inner, Not):
+            return inner.child
+        return Not(inner)
+    return node
+
+
+def _flatten(kind: type[And | Or], kids: list[FilterNode]) -> list[FilterNode]:
+    flat: list[FilterNode] = []
+    for kid in kids:
+        if isinstance(kid, kind):
+            flat.extend(kid.children)
+        elif kid not in flat:
+            flat.append(kid)
+    return flat
+
+
+class _Translator:
+    """Translate one Cedar JSON expression (EST) for a known resource type."""
+
+    def __init__(self, resource_type: str) -> None:
+        self.resource_type = resource_type
+
+    def boolean(self, expr: Any) -> FilterNode:  # noqa: C901, PLR0911, PLR0912 -- one flat dispatch over the closed node set reads best
+        op, body = _single(expr)
+        match op:
+            case "Value":
+                if isinstance(body, bool):
+                    return Const(value=body)
+                raise PolicyError("non-boolean literal in a boolean position")
+            case "&&":
+                return And((self.boolean(body["left"]), self.boolean(body["right"])))
+            case "||":
+                return Or((self.boolean(body["left"]), self.boolean(body["right"])))
+            case "!":
+                return Not(self.boolean(body["arg"]))
+            case "==" | "!=":
+                node = self._equality(body["left"], body["right"])
+                return node if op == "==" else Not(node)
+            case "<" | "<=" | ">" | ">=":
+                return self._compare(CompareOp(op), body["left"], body["right"])
+            case "is":
+                self._require_resource(body["left"])
+                if "in" in body:
+                    raise PolicyError("'is ... in' on the unknown resource is not translatable")
+                return Const(value=body["entity_type"] == self.resource_type)
+            case "has":
+                return FieldExists(self._field_path(body["left"], body["attr"]))
+            case "contains":
+                return self._contains(body["left"], body["right"])
+            case "containsAny":
+                field = self._field(body["left"])
+                return FieldContainsAny(field, self._scalar_set(body["right"]))
+            case "containsAll":
+                field = self._field(body["left"])
+                return And(tuple(FieldContains(field, v) for v in self._scalar_set(body["right"])))
+            case _:
+                msg = f"unsupported residual node {op!r}; denying"
+                raise PolicyError(msg)
+
+    def _equality(self, left: Any, right: Any) -> FilterNode:
+        left_field, right_field = self._maybe_field(left), self._maybe_field(right)
+        if left_field is not None and right_field is not None:
+            raise PolicyError("comparison between two resource attributes is not translatable")
+        if left_field is not None:
+            return FieldEq(left_field, self._scalar(right))
+        if right_field is not None:
+            return FieldEq(right_field, self._scalar(left))
+        return Const(value=self._scalar(left) == self._scalar(right))
+
+    def _compare(self, op: CompareOp, left: Any, right: Any) -> FilterNode:
+        left_field = self._maybe_field(left)
+        if left_field is not None:
+            return FieldCompare(left_field, op, self._int(right))
+        right_field = self._maybe_field(right)
+        if right_field is not None:
+            return FieldCompare(right_field, _COMPARE_SWAP[op], self._int(left))
+        raise PolicyError("comparison without a resource attribute was not folded")
+
+    def _contains(self, left: Any, right: Any) -> FilterNode:
+        left_field = self._maybe_field(left)
+        if left_field is not None:
+            return FieldContains(left_field, self._scalar(right))
+        # ``["a", "b"].contains(resource.x)`` is membership of a scalar field in a literal set.
+        right_field = self._field(right)
+        return Or(tuple(FieldEq(right_field, v) for v in self._scalar_set(left)))
+
+    def _require_resource(self, expr: Any) -> None:
+        op, body = _single(expr)
+        if op != "unknown" or not isinstance(body, list) or body != [{"Value": "resource"}]:
+            msg = f"residual refers to an unknown other than the resource: {op!r}"
+            raise PolicyError(msg)
+
+    def _maybe_field(self, expr: Any) -> str | None:
+        op, body = _single(expr)
+        if op == ".":
+            return self._field_path(body["left"], body["attr"])
+        if op == "unknown":
+            raise PolicyError("the bare resource cannot be compared in a filter")
+        return None
+
+    def _field(self, expr: Any) -> str:
+        field = self._maybe_field(expr)
+        if field is None:
+            raise PolicyError("expected a resource attribute")
+        return field
+
+    def _field_path(self, left: Any, attr: Any) -> str:
+        if not isinstance(attr, str) or not attr or "." in attr:
+            raise PolicyError("attribute names must be plain identifiers")
+        op, body = _single(left)
+        if op == "unknown":
+            self._require_resource(left)
+            return attr
+        if op == ".":
+            return f"{self._field_path(body['left'], body['attr'])}.{attr}"
+        msg = f"attribute access on {op!r} is not translatable"
+        raise PolicyError(msg)
+
+    def _scalar(self, expr: Any) -> Scalar:
+        op, body = _single(expr)
+        if op == "Value" and isinstance(body, str | int | bool):
+            return body
+        msg = f"expected a literal value, got {op!r}"
+        raise PolicyError(msg)
+
+    def _int(self, expr: Any) -> int:
+        value = self._scalar(expr)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PolicyError("integer comparison against a non-integer")
+        return value
+
+    def _scalar_set(self, expr: Any) -> tuple[Scalar, ...]:
+        op, body = _single(expr)
+        if op == "Set" and isinstance(body, list):
+            return tuple(self._scalar(item) for item in body)
+        if op == "Value" and isinstance(body, list):
+            return tuple(self._scalar({"Value": item}) for item in body)
+        msg = f"expected a literal set, got {op!r}"
+        raise PolicyError(msg)
+
+
+def _single(expr: Any) -> tuple[str, Any]:
+    # ``dict`` first: cedarpy hands back plain dicts, and the ABC check costs ~3 us a node.
+    if not isinstance(expr, dict | Mapping) or len(expr) != 1:
+        raise PolicyError("malformed residual expression")
+    ((op, body),) = expr.items()
+    if not isinstance(op, str):
+        raise PolicyError("malformed residual expression")
+    return op, body
+
+
+def _cannot_apply(kind: Any, body: Any) -> bool:
+    # ``is`` not ``==``: ``{"Value": 0} == {"Value": False}`` in Python, and a non-boolean
+    # condition must reach the translator (which refuses it), never silently drop a forbid.
+    if not isinstance(body, Mapping) or len(body) != 1 or "Value" not in body:
+        return False
+    value = body["Value"]
+    return (kind == "when" and value is False) or (kind == "unless" and value is True)
+
+
+def _policy_condition(policy: Mapping[str, Any], translator: _Translator) -> FilterNode:
+    for scope in ("principal", "action"):
+        if policy.get(scope, {}).get("op") != "All":
+            msg = f"residual left the {scope} scope unresolved"
+            raise PolicyError(msg)
+    resource_scope = policy.get("resource", {})
+    parts: list[FilterNode] = []
+    scope_op = resource_scope.get("op")
+    if scope_op == "is" and "in" not in resource_scope:
+        parts.append(Const(value=resource_scope.get("entity_type") == translator.resource_type))
+    elif scope_op != "All":
+        msg = f"resource scope {scope_op!r} is not translatable"
+        raise PolicyError(msg)
+    for condition in policy.get("conditions", []):
+        kind, body = condition["kind"], condition["body"]
+        if _cannot_apply(kind, body):
+            # Fast path: partial evaluation already decided this policy cannot apply (every
+            # policy of another action or role arrives as ``when { false }``).
+            return Const(value=False)
+        body = translator.boolean(body)
+        if kind == "when":
+            parts.append(body)
+        elif kind == "unless":
+            parts.append(Not(body))
+        else:
+            msg = f"unknown condition kind {kind!r}"
+            raise PolicyError(msg)
+    return And(tuple(parts))
+
+
+def residuals_to_filter(
+    residuals: Mapping[str, Any], *, resource_type: str
+) -> tuple[FilterNode, tuple[str, ...]]:
+    """Combine residual policies into one filter: any permit holds and no forbid holds.
+
+    Returns the simplified filter and the ids of the policies that contributed to it.
+
+    Raises:
+        PolicyError: on any node outside the closed set (the caller must deny).
+    """
+    translator = _Translator(resource_type)
+    permits: list[FilterNode] = []
+    forbids: list[FilterNode] = []
+    contributing: list[str] = []
+    try:
+        for policy_id, policy in sorted(residuals.items()):
+            node = simplify(_policy_condition(policy, translator))
+            if node == _FALSE:
+                continue
+            contributing.append(policy.get("annotations", {}).get("id", policy_id))
+            effect = policy.get("effect")
+            if effect == "permit":
+                permits.append(node)
+            elif effect == "forbid":
+                forbids.append(node)
+            else:
+                msg = f"unknown policy effect {effect!r}"
+                raise PolicyError(msg)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise PolicyError("malformed residual policy") from exc
+    combined = simplify(And((Or(tuple(permits)), Not(Or(tuple(forbids))))))
+    return combined, tuple(contributing)
