@@ -1,0 +1,50 @@
+"""The format handlers, one module per format, registered here by explicit import.
+
+There is no plugin discovery by name on purpose: a handler that fails to import must break the
+build, not silently drop out of every scan (modelscan's failure mode).
+"""
+
+from __future__ import annotations
+
+from mamori.scan.formats import hdf5, keras, nemo, savedmodel
+from mamori.scan.formats import flax, gguf, onnx, safetensors
+from mamori.scan.formats.interface import FormatHandler
+from mamori.scan.formats.pickle import PickleHandler
+from mamori.scan.formats import joblib, numpy, torch, torch_legacy
+from mamori.scan.formats import compressed, sevenzip
+from mamori.scan.formats import tar as tar_format
+from mamori.scan.formats import zip as zip_format
+
+__all__ = ["HANDLERS"]
+
+HANDLERS: tuple[FormatHandler, ...] = (
+    # --- pickle family (scan/pickle + torch, joblib, numpy) ---
+    torch.TorchZipHandler(),
+    torch.TorchScriptHandler(),
+    torch_legacy.TorchLegacyHandler(),
+    torch_legacy.TorchTarHandler(),
+    joblib.JoblibHandler(),
+    numpy.NumpyHandler(),
+    numpy.NumpyNpzHandler(),
+    PickleHandler(),
+    # --- containers (zip, tar, compression, 7z) ---
+    zip_format.ZipHandler(),
+    tar_format.TarHandler(),
+    compressed.GzipHandler(),
+    compressed.Bzip2Handler(),
+    compressed.XzHandler(),
+    compressed.LzmaHandler(),
+    compressed.ZlibHandler(),
+    compressed.ZstdHandler(),
+    sevenzip.SevenZipHandler(),
+    # --- model formats (keras, tf, onnx, safetensors, gguf, nemo, flax) ---
+    safetensors.SafetensorsHandler(),
+    gguf.GGUFHandler(),
+    onnx.OnnxHandler(),
+    flax.FlaxMsgpackHandler(),
+    keras.KerasV3Handler(),
+    hdf5.Hdf5Handler(),
+    hdf5.KerasH5Handler(),
+    savedmodel.SavedModelHandler(),
+    nemo.NemoHandler(),
+)

@@ -1,0 +1,76 @@
+"""Raw pickle files (``pickle.dump`` output, ``.pkl``): detection and analysis.
+
+Detection is by content. Protocol 2+ pickles start with PROTO (``0x80`` and a protocol byte);
+protocol 0/1 pickles have no magic, so the head must parse as pickle opcodes without error and
+the file must end with STOP.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Final
+
+from mamori.findings import FileFormat
+from mamori.scan._internal.source import Source
+from mamori.scan.formats.interface import FormatHandler, Probe, ScanContext
+from mamori.scan.pickle import analyse_stream
+from mamori.scan.pickle.machine import HIGHEST_PROTOCOL, Machine
+from mamori.scan.pickle.reader import Window
+
+__all__ = ["PickleHandler"]
+
+_MIN_OPCODES: Final = 2
+
+
+class PickleHandler(FormatHandler):
+    """FileFormat.PICKLE: every stacked pickle in the file is analysed."""
+
+    format = FileFormat.PICKLE
+    # The fast path re-reads skipped runs by seeking when something needs their values, so a
+    # one-shot stream (a decompressor) is spooled first; otherwise only the slower
+    # per-opcode path could be used.
+    needs_random_access = True
+
+    def sniff(self, probe: Probe) -> bool:
+        """Claim PROTO-headed streams, and protocol 0/1 streams whose head parses cleanly."""
+        head = probe.head
+        if len(head) < 2:  # noqa: PLR2004 - PROTO plus its argument
+            return False
+        if head[0] == 0x80:  # noqa: PLR2004 - PROTO opcode
+            # Protocols 0-5 are claimed outright (a broken body is a finding). A higher
+            # protocol byte is claimed only when an opcode follows: 0x80 alone is too common
+            # in binary data.
+            return head[1] <= HIGHEST_PROTOCOL or len(head) == 2 or head[2] in _OPCODE_BYTES  # noqa: PLR2004
+        if probe.tail is not None and not probe.tail.endswith(b"."):
+            return False
+        return _parses(head, complete_head=probe.size is not None and probe.size <= len(head))
+
+    def scan(self, source: Source, ctx: ScanContext) -> None:
+        """Analyse every pickle in the source."""
+        with source.open() as stream:
+            analyse_stream(stream, ctx)
+
+
+def _parses(head: bytes, *, complete_head: bool) -> bool:
+    """True when ``head`` interprets as a pickle up to STOP or up to its (cut) end."""
+    machine = Machine(
+        Window(io.BytesIO(head), 0, exact=False),
+        max_opcodes=1 << 20,
+        deadline=lambda: None,
+        is_loader=lambda _ref: False,
+    )
+    trace = machine.run()
+    if trace.complete:
+        return trace.opcodes >= _MIN_OPCODES
+    if complete_head:
+        return False
+    # The head was cut: accept only when the sole problem is running out of bytes.
+    if len(trace.events) != 1 or trace.opcodes < _MIN_OPCODES:
+        return False
+    message = trace.events[0].message
+    return "truncated" in message or "without STOP" in message
+
+
+_OPCODE_BYTES: Final = frozenset(
+    b"IJKMLSTUBCNVXFG]ael)t}dsu01(2ghjpqrcRbio.PQ" + bytes(range(0x80, 0x99))
+)

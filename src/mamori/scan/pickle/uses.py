@@ -1,0 +1,36 @@
+"""How a pickle uses an imported global: the fact classification turns into severity."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from mamori.scan.pickle.values import GlobalRef
+
+__all__ = ["GlobalUse", "UseKind"]
+
+
+class UseKind(enum.Enum):
+    """What the loader does with a global. Ordered from least to most code run."""
+
+    REFERENCED = "referenced"
+    """Imported (module import runs) but never called by the pickle itself."""
+    INSTANTIATED = "instantiated"
+    """``cls.__new__(cls, ...)`` via NEWOBJ/NEWOBJ_EX or ``copyreg._reconstructor``."""
+    BUILT = "built"
+    """An object made from it received state (BUILD: ``__setstate__``) or items
+    (APPENDS/SETITEMS on the object call its own methods)."""
+    MUTATED = "mutated"
+    """BUILD applied state to the imported object itself (``setattr`` on a function/class)."""
+    CALLED = "called"
+    """Called with arguments: REDUCE, OBJ, INST, or the base of ``copyreg._reconstructor``."""
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalUse:
+    """One global, one way it is used, where first and how often."""
+
+    ref: GlobalRef
+    kind: UseKind
+    offset: int
+    count: int = 1

@@ -1,0 +1,50 @@
+"""FileFormat.PICKLE: content detection for every protocol and the handler end to end."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+
+from mamori.findings import FileFormat, Verdict
+from mamori.scan import scan_bytes
+from mamori.scan.formats.interface import Probe
+from mamori.scan.formats.pickle import PickleHandler
+
+
+def probe(data: bytes) -> Probe:
+    return Probe(head=data[:65536], tail=data[-65536:], size=len(data), name="x")
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_every_protocol_is_detected(protocol: int) -> None:
+    data = pickle.dumps({"a": [1, 2, "x"]}, protocol=protocol)
+    assert PickleHandler().sniff(probe(data))
+    assert scan_bytes(data).format is FileFormat.PICKLE
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"hello world.", b"PK\x03\x04", b"\x80", b"(this is text)\n", b"\x89PNG\r\n\x1a\n"],
+)
+def test_non_pickles_are_not_claimed(data: bytes) -> None:
+    assert not PickleHandler().sniff(probe(data))
+
+
+def test_protocol_0_head_cut_mid_stream_is_still_claimed() -> None:
+    data = pickle.dumps(list(range(20000)), protocol=0)
+    head = data[:65536]
+    assert PickleHandler().sniff(Probe(head=head, tail=data[-100:], size=len(data), name="x"))
+
+
+def test_unsupported_protocol_with_an_opcode_after_it_is_claimed() -> None:
+    assert PickleHandler().sniff(probe(b"\x80\x07K\x01."))
+
+
+def test_handler_reports_a_malicious_pickle_as_unsafe() -> None:
+    class E:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    assert scan_bytes(pickle.dumps(E()), name="model.pkl").verdict is Verdict.UNSAFE

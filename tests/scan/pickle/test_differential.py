@@ -1,0 +1,271 @@
+"""The fast path gives exactly the reference interpreter's results (Hypothesis differential)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import pickle
+import struct
+from collections.abc import Iterator
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mamori.scan.pickle.classify import is_loader
+from mamori.scan.pickle.driver import interpret
+from mamori.scan.pickle.reader import Window
+from mamori.scan.pickle.trace import Trace
+from mamori.scan.pickle.values import to_literal
+
+_SETTINGS = settings(max_examples=400, deadline=None)
+
+
+def _run(data: bytes, *, fast: bool, max_opcodes: int = 10**9) -> Trace:
+    return interpret(
+        Window(io.BytesIO(data), 0, exact=False),
+        max_opcodes=max_opcodes,
+        deadline=lambda: None,
+        is_loader=is_loader,
+        fast=fast,
+    )
+
+
+def _same(data: bytes, max_opcodes: int = 10**9) -> None:
+    a = _run(data, fast=True, max_opcodes=max_opcodes)
+    b = _run(data, fast=False, max_opcodes=max_opcodes)
+    assert a.events == b.events
+    assert a.uses == b.uses
+    assert (a.complete, a.end, a.opcodes, a.pure, a.protocol) == (
+        b.complete,
+        b.end,
+        b.opcodes,
+        b.pure,
+        b.protocol,
+    )
+    assert repr(to_literal(a.root)) == repr(to_literal(b.root))
+    assert repr(a.persistent_ids) == repr(b.persistent_ids)
+
+
+def _sbu(text: str) -> bytes:
+    raw = text.encode("utf-8", "surrogatepass")
+    return b"\x8c" + bytes([len(raw)]) + raw
+
+
+# Opcode tokens with valid arguments, including the code-running and malformed ones, so that
+# sequences exercise every way the fast loop can hand over to the reference path.
+_TOKENS = st.one_of(
+    st.integers(0, 255).map(lambda n: b"K" + bytes([n])),
+    st.integers(0, 65535).map(lambda n: b"M" + struct.pack("<H", n)),
+    st.integers(-(2**31), 2**31 - 1).map(lambda n: b"J" + struct.pack("<i", n)),
+    st.floats(allow_nan=False).map(lambda f: b"G" + struct.pack(">d", f)),
+    st.text(max_size=6).map(_sbu),
+    st.binary(max_size=4).map(lambda b: b"\x8c" + bytes([len(b)]) + b),  # maybe bad UTF-8
+    st.text(max_size=4).map(lambda t: b"X" + struct.pack("<I", len(t.encode())) + t.encode()),
+    st.binary(max_size=4).map(lambda b: b"C" + bytes([len(b)]) + b),
+    st.binary(max_size=4).map(lambda b: b"U" + bytes([len(b)]) + b),
+    st.binary(max_size=3).map(lambda b: b"\x8a" + bytes([len(b)]) + b),
+    st.integers(0, 6).map(lambda n: b"h" + bytes([n])),
+    st.integers(0, 6).map(lambda n: b"q" + bytes([n])),
+    st.integers(0, 6).map(lambda n: b"j" + struct.pack("<I", n)),
+    st.integers(0, 6).map(lambda n: b"r" + struct.pack("<I", n)),
+    st.sampled_from(
+        [
+            b"\x94",
+            b"(",
+            b"e",
+            b"u",
+            b"\x90",
+            b"a",
+            b"s",
+            b"]",
+            b"}",
+            b")",
+            b"\x8f",
+            b"\x85",
+            b"\x86",
+            b"\x87",
+            b"t",
+            b"l",
+            b"d",
+            b"\x91",
+            b"N",
+            b"\x88",
+            b"\x89",
+            b"0",
+            b"1",
+            b"2",
+            b"R",
+            b"b",
+            b"\x81",
+            b"\x93",
+            b"Q",
+        ]
+    ),
+    st.sampled_from(
+        [_sbu("os") + _sbu("system") + b"\x93", b"cmypkg\nThing\n", _sbu("x") + _sbu("y")]
+    ),
+    st.integers(1, 40).map(lambda n: b"\x95" + struct.pack("<Q", n)),
+)
+
+
+@_SETTINGS
+@given(st.lists(_TOKENS, max_size=40), st.booleans())
+def test_random_opcode_programs_agree(tokens: list[bytes], stop: bool) -> None:
+    _same(b"\x80\x04" + b"".join(tokens) + (b"." if stop else b""))
+
+
+_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=6)
+        | st.tuples(inner, inner)
+        | st.tuples(inner, inner, inner)
+        | st.frozensets(st.integers(), max_size=3)
+        | st.sets(st.text(max_size=3), max_size=3)
+        | st.dictionaries(st.text(max_size=4), inner, max_size=6)
+    ),
+    max_leaves=40,
+)
+
+
+@_SETTINGS
+@given(_values, st.integers(0, 5))
+def test_real_pickles_agree(value: object, protocol: int) -> None:
+    _same(pickle.dumps(value, protocol=protocol))
+
+
+@_SETTINGS
+@given(_values, st.integers(0, 5), st.integers(1, 60))
+def test_opcode_limit_agrees(value: object, protocol: int, limit: int) -> None:
+    _same(pickle.dumps(value, protocol=protocol), max_opcodes=limit)
+
+
+def test_large_pickle_crossing_window_and_frame_boundaries_agrees() -> None:
+    value = {f"k{i}": [i, float(i), f"s{i}", (i, i + 1), "é"] for i in range(40_000)}
+    for protocol in (2, 4):
+        _same(pickle.dumps(value, protocol=protocol))
+
+
+# --- template runs and lazy blocks -----------------------------------------------------------
+# With a tiny keep cap, small pickles already have "capped" containers, so the template
+# matcher, lazy blocks and their materialization all run on Hypothesis-sized inputs.
+
+_scalars = st.one_of(
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False),
+    st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=6),
+    st.text(max_size=3),
+    st.binary(max_size=3),
+    st.none(),
+    st.booleans(),
+)
+_shapes = st.sampled_from(
+    [
+        lambda a, b: [a, b, (a, b)],
+        lambda a, b: (a, b),
+        lambda a, b: {"x": a, "y": [b]},
+        lambda a, _b: a,
+        lambda a, b: [a, [b, (a,)]],
+    ]
+)
+
+
+@st.composite
+def repetitive_pickles(draw: st.DrawFn) -> bytes:
+    shape = draw(_shapes)
+    n = draw(st.integers(0, 40))
+    pairs = [(draw(_scalars), draw(_scalars)) for _ in range(draw(st.integers(1, 3)))]
+    as_dict = draw(st.booleans())
+    if as_dict:
+        value: object = {f"k{i}": shape(*pairs[i % len(pairs)]) for i in range(n)}
+    else:
+        value = [shape(*pairs[i % len(pairs)]) for i in range(n)]
+    # The pure-Python pickler with tiny batches: many MARK ... SETITEMS batches per container.
+    data = bytearray(pickle._dumps(value, protocol=draw(st.sampled_from([2, 3, 4, 5]))))
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(2, max(len(data) - 1, 2)))
+        data[at:at] = draw(_TOKENS)
+    return bytes(data)
+
+
+@contextlib.contextmanager
+def _tiny_caps() -> Iterator[None]:
+    """Keep 2 items per container, batch 3 items, try templates every 2 opcodes."""
+    from mamori.scan.pickle import fast, template, values
+
+    saved = (values.MAX_KEPT_ITEMS, fast._CHUNK, template._MIN_RUN, pickle._Pickler._BATCHSIZE)  # type: ignore[attr-defined]
+    values.MAX_KEPT_ITEMS, fast._CHUNK, template._MIN_RUN = 2, 2, 1
+    pickle._Pickler._BATCHSIZE = 3  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        values.MAX_KEPT_ITEMS, fast._CHUNK, template._MIN_RUN = saved[:3]
+        pickle._Pickler._BATCHSIZE = saved[3]  # type: ignore[attr-defined]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.data())
+def test_template_runs_agree_with_the_reference(data: st.DataObject) -> None:
+    with _tiny_caps():
+        _same(data.draw(repetitive_pickles()))
+
+
+def test_template_runs_happen_with_tiny_caps(monkeypatch) -> None:
+    from mamori.scan.pickle import fast
+
+    calls: list[bool] = []
+    original = fast.attempt
+
+    def spy(m):
+        done = original(m)
+        calls.append(done)
+        return done
+
+    monkeypatch.setattr(fast, "attempt", spy)
+    with _tiny_caps():
+        for protocol in (2, 4):
+            value = {f"k{i}": [i, (i, "x")] for i in range(30)}
+            _same(pickle._dumps(value, protocol=protocol))  # type: ignore[attr-defined]
+    assert sum(calls) >= 4
+
+
+def test_template_run_is_used_on_a_big_batch(monkeypatch) -> None:
+    from mamori.scan.pickle import fast
+
+    value = {f"k{i}": [i, float(i), f"s{i}", (i, i + 1)] for i in range(20_000)}
+    data = pickle.dumps(value, protocol=4)
+    calls: list[bool] = []
+    original = fast.attempt
+
+    def spy(m):
+        done = original(m)
+        calls.append(done)
+        return done
+
+    monkeypatch.setattr(fast, "attempt", spy)
+    _same(data)
+    assert sum(calls) > 10
+
+
+def test_memo_get_into_a_lazy_run_materializes_it(monkeypatch) -> None:
+    from mamori.scan.pickle import lazy
+
+    data = pickle.dumps([f"s{i}" for i in range(6000)], protocol=4)[:-1]  # without STOP
+    # POP the list, then LONG_BINGET slot 5900: a string memoized inside a lazy run.
+    probe = data + b"0j" + struct.pack("<I", 5900) + b"."
+    _same(probe)
+    built: list[object] = []
+    original = lazy.materialize
+
+    def spy(m, block):
+        built.append(block)
+        original(m, block)
+
+    monkeypatch.setattr(lazy, "materialize", spy)
+    assert _run(probe, fast=True).root == "s5899"
+    assert built
