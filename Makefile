@@ -14,9 +14,9 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-## up: install into .venv and show mamori working on generated samples
+## up: install into .venv, run the scan demo, then serve the API (+ worker) until Ctrl-C
 up: venv
-	$(PY) -m mamori.demo_up
+	$(PY) -m mamori.service.up
 
 ## test: the whole suite (unit, property and integration tests)
 test: venv

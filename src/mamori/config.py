@@ -8,11 +8,12 @@ Redis scales out with no code change.
 from __future__ import annotations
 
 import ipaddress
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +24,22 @@ from pydantic_settings import (
 from mamori.errors import ConfigError
 
 __all__ = ["Settings", "load_settings"]
+
+
+def _hf_endpoint() -> str:
+    # Same variable and default as huggingface_hub.constants.ENDPOINT, read when settings are
+    # built (not at import time), so tests and operators can point at a mirror.
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def _hf_cache_dir() -> Path:
+    # huggingface_hub's resolution order: HF_HUB_CACHE, then $HF_HOME/hub, then ~/.cache.
+    if cache := os.environ.get("HF_HUB_CACHE"):
+        return Path(cache).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface"
+    )
+    return Path(home).expanduser() / "hub"
 
 
 class Settings(BaseSettings):
@@ -79,6 +96,53 @@ class Settings(BaseSettings):
     """A directory with ``lifecycle.cedar`` and ``lifecycle.cedarschema`` replacing the defaults."""
     scan_policy: Path | None = None
     """A scan policy TOML (threshold, allow/deny globals, suppressions)."""
+
+    hf_endpoint: str = Field(default_factory=_hf_endpoint)
+    """The Hugging Face hub ``mamori pull`` talks to (default: ``HF_ENDPOINT``, else hf.co)."""
+    hf_cache_dir: Path = Field(default_factory=_hf_cache_dir)
+    """Where released pulls go: the HF cache (default: ``HF_HUB_CACHE`` / ``HF_HOME/hub``)."""
+    hf_token: SecretStr | None = None
+    """Access token for private or gated repos; sent to ``hf_endpoint`` only, never to a CDN."""
+    hf_redirect_hosts: tuple[str, ...] = (
+        "cdn-lfs.huggingface.co",
+        "cdn-lfs-us-1.huggingface.co",
+        "cdn-lfs-eu-1.huggingface.co",
+        "cdn-lfs.hf.co",
+        "cdn-lfs-us-1.hf.co",
+        "cdn-lfs-eu-1.hf.co",
+        "cas-bridge.xethub.hf.co",
+    )
+    """HTTPS hosts a download may be redirected to besides the endpoint itself (the hub's
+    LFS/Xet CDNs). Every byte is checked against the tree's digest whatever host served it."""
+    hf_max_file_bytes: int = Field(default=64 << 30, ge=1)
+    """A pull refuses, before downloading anything, a repo with a larger file."""
+    hf_max_total_bytes: int = Field(default=256 << 30, ge=1)
+    """A pull refuses, before downloading anything, a repo larger than this in total."""
+    hf_timeout_seconds: float = Field(default=60.0, gt=0)
+    """Connect/read timeout of each hub request (a stalled hub fails the pull, never hangs)."""
+
+    # --- MLflow integration (mamori.lifecycle.mlflow) -----------------------------------------
+    mlflow_tracking_uri: str | None = None
+    """The MLflow tracking server mamori resolves, sweeps and gates. Its credentials come from
+    MLflow's own ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` (MANAGE or admin)."""
+    mlflow_webhook_secret: SecretStr | None = None
+    """HMAC secret shared with MLflow's webhooks; without it every delivery is refused."""
+    mlflow_protected_aliases: tuple[str, ...] = ("production", "champion")
+    """Aliases (compared case-insensitively) that only a SAFE+APPROVED version may carry."""
+    mlflow_sweep_cron: str = "*/5 * * * *"
+    """When workers reconcile the registry against the store (lost webhooks, renames, stages)."""
+    mlflow_rescan_cron: str = "17 3 * * *"
+    """When workers re-download every known version (detects artifacts changed in place)."""
+    mlflow_remove_unapproved_alias: bool = True
+    """Remove a protected alias that points at a version mamori does not allow (audited)."""
+    mlflow_max_version_bytes: int = Field(default=64 << 30, ge=1)
+    """A version whose artifacts exceed this in total is refused (never bound, never allowed)."""
+    gate_url: str | None = None
+    """Read by the ``mamori-gate`` MLflow plugin: where mamori's API answers the gate."""
+    gate_token: SecretStr | None = None
+    """Read by the ``mamori-gate`` plugin: a ``mamori_`` API token with the ``gate`` scope."""
+    gate_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    """The plugin denies (fails closed) when mamori has not answered within this time."""
 
     @field_validator("trusted_proxies", "allow_api", "allow_admin", "allow_hooks")
     @classmethod

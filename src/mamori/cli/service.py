@@ -1,0 +1,404 @@
+"""``mamori serve``, ``token``, ``audit``, ``policy test`` and ``approve|reject|override``.
+
+Thin over the library: each command parses options, calls :mod:`mamori.service` /
+:mod:`mamori.lifecycle` / :mod:`mamori.identity`, prints, and exits with a named code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import sys
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from mamori.cli.exitcodes import (
+    EXIT_CHECK_FAILED,
+    EXIT_DENIED,
+    EXIT_ERROR,
+    EXIT_SAFE,
+)
+from mamori.config import Settings, load_settings
+from mamori.errors import AccessDeniedError, ConfigError, IdentityError, MamoriError
+from mamori.identity.apitokens import Scope
+from mamori.identity.principal import Principal
+from mamori.lifecycle import Action, ArtifactFacts, LifecycleAuthorizer
+from mamori.store.models import ApprovalDecision
+
+__all__ = [
+    "DECIDE_EPILOG",
+    "approve_command",
+    "audit_app",
+    "override_command",
+    "policy_app",
+    "reject_command",
+    "serve_command",
+    "token_app",
+]
+
+token_app = typer.Typer(help="Development JWTs and CI API tokens.", no_args_is_help=True)
+audit_app = typer.Typer(help="Verify and export the audit chain.", no_args_is_help=True)
+policy_app = typer.Typer(help="Check the lifecycle policies.", no_args_is_help=True)
+
+DECIDE_EPILOG = (
+    f"Exit codes: {EXIT_SAFE} = done; {EXIT_DENIED} = the token was refused or the policies "
+    f"denied it; {EXIT_ERROR} = error (unknown digest, no finished scan, bad configuration)."
+)
+_CHECK_EPILOG = (
+    f"Exit codes: {EXIT_SAFE} = passed; {EXIT_CHECK_FAILED} = failed (named on stderr); "
+    f"{EXIT_ERROR} = could not check (unreadable file, bad configuration)."
+)
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    sys.stderr.write(f"mamori: {message}\n")
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Library errors become one stderr line and a named exit code; never a traceback."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except (IdentityError, AccessDeniedError) as exc:
+        extra = ""
+        if isinstance(exc, AccessDeniedError) and exc.policy_ids:
+            extra = f" (policies: {', '.join(exc.policy_ids)})"
+        _fail(f"denied: {exc.diagnostics()}{extra}", EXIT_DENIED)
+    except MamoriError as exc:
+        _fail(f"error: {exc.diagnostics()}")
+    except OSError as exc:
+        _fail(f"error: {exc.strerror or exc}")
+
+
+def _settings(**overrides: Any) -> Settings:
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+# --- serve -----------------------------------------------------------------------------------
+
+
+def _quiet_server() -> type[Any]:
+    import uvicorn  # noqa: PLC0415 - only the server needs it
+
+    class QuietServer(uvicorn.Server):
+        """A uvicorn server whose Ctrl-C ends in a clean exit.
+
+        After its graceful shutdown uvicorn re-raises the signal it caught, so the asyncio
+        runner dies with KeyboardInterrupt and prints a cancelled-lifespan traceback. The
+        shutdown already happened; forgetting the signal lets ``mamori serve`` exit 0.
+        """
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            captured = getattr(self, "_captured_signals", None)
+            if isinstance(captured, list):
+                captured.clear()
+
+    return QuietServer
+
+
+def serve_command(
+    host: Annotated[str | None, typer.Option(help="Listen address (MAMORI_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (MAMORI_PORT).")] = None,
+    scans: Annotated[
+        str,
+        typer.Option(
+            help="Where scans run: auto (the job queue when installed), queue, or inline "
+            "(a thread in this process)."
+        ),
+    ] = "auto",
+) -> None:
+    """Run the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn  # noqa: PLC0415 - only the server needs it
+
+    from mamori.service import ScanMode, create_app  # noqa: PLC0415 - heavy imports
+    from mamori.service.observe import configure_logging  # noqa: PLC0415
+
+    with _errors():
+        try:
+            mode = ScanMode(scans)
+        except ValueError:
+            _fail(f"--scans: expected auto, queue or inline, not {scans!r}")
+        settings = _settings(host=host, port=port)
+        configure_logging()
+        app = create_app(settings, scan_mode=mode)
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.port, access_log=False, log_level="warning"
+        )
+        _quiet_server()(config).run()
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+
+@token_app.command("mint")
+def token_mint(
+    roles: Annotated[list[str], typer.Option("--role", help="A role; repeat for more.")],
+    subject: Annotated[str | None, typer.Option(help="The sub claim.")] = None,
+    mfa: Annotated[bool, typer.Option("--mfa/--no-mfa", help="Assert MFA (amr).")] = True,
+    ttl: Annotated[int, typer.Option(min=1, max=86400, help="Lifetime in seconds.")] = 3600,
+) -> None:
+    """Print a JWT from the local development issuer (MAMORI_DEV_ISSUER must be on)."""
+    from mamori.service.runtime import dev_issuer  # noqa: PLC0415
+
+    with _errors():
+        settings = _settings()
+        if not settings.dev_issuer:
+            _fail("the development issuer is off (MAMORI_DEV_ISSUER=false)")
+        methods = ["pwd", settings.mfa_value] if mfa else ["pwd"]
+        token = dev_issuer(settings).mint(
+            subject or f"dev-{roles[0]}",
+            roles=roles,
+            ttl_seconds=ttl,
+            claims={settings.mfa_claim: methods},
+        )
+    typer.echo(token)
+
+
+def _token_store(settings: Settings) -> Any:
+    from mamori.identity.apitokens import ApiTokens  # noqa: PLC0415
+    from mamori.store import Store  # noqa: PLC0415
+
+    store = Store(settings.resolved_database_url)
+    store.migrate()
+    return ApiTokens(store)
+
+
+def _operator() -> str:
+    try:
+        return f"mamori|cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "mamori|cli"
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="What the token is for, e.g. ci-deploy.")],
+    scopes: Annotated[
+        list[str], typer.Option("--scope", help=f"One of {', '.join(s.value for s in Scope)}.")
+    ],
+    roles: Annotated[list[str] | None, typer.Option("--role", help="A role; repeat.")] = None,
+    subject: Annotated[str | None, typer.Option(help="Default: ci:<name>.")] = None,
+    ttl: Annotated[int | None, typer.Option(min=1, help="Lifetime in seconds.")] = None,
+) -> None:
+    """Create an API token directly in the store; prints the secret once."""
+    with _errors():
+        try:
+            parsed = [Scope(s) for s in scopes]
+        except ValueError as exc:
+            _fail(f"--scope: {exc}")
+        issued = _token_store(_settings()).create(
+            name=name,
+            subject=subject or f"ci:{name}",
+            roles=roles or [],
+            scopes=parsed,
+            created_by=_operator(),
+            ttl_seconds=ttl,
+        )
+    sys.stderr.write(f"api token {issued.info.id} ({name}); the secret is shown only now:\n")
+    typer.echo(issued.secret)
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[int, typer.Argument(help="The token's id.")]) -> None:
+    """Revoke an API token; it is refused from the next request on."""
+    with _errors():
+        info = _token_store(_settings()).revoke(token_id, by=_operator())
+    typer.echo(f"revoked api token {info.id} ({info.name})")
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List API tokens (never their secrets)."""
+    with _errors():
+        tokens = _token_store(_settings()).list()
+    for t in tokens:
+        status = "revoked" if t.revoked_at else "active"
+        typer.echo(
+            f"{t.id}\t{t.name}\t{t.subject}\t{','.join(t.roles)}\t"
+            f"{','.join(s.value for s in t.scopes)}\t{status}"
+        )
+
+
+# --- audit -----------------------------------------------------------------------------------
+
+
+def _store(settings: Settings) -> Any:
+    from mamori.store import Store  # noqa: PLC0415
+
+    store = Store(settings.resolved_database_url)
+    store.migrate()
+    return store
+
+
+@audit_app.command("verify", epilog=_CHECK_EPILOG)
+def audit_verify() -> None:
+    """Check every link and hash of the audit chain in the store."""
+    from mamori.errors import StoreError  # noqa: PLC0415
+    from mamori.service.auditlog import verify_store_chain  # noqa: PLC0415
+
+    with _errors():
+        store = _store(_settings())
+        try:
+            count = verify_store_chain(store)
+        except StoreError as exc:
+            if "audit" not in str(exc):
+                raise
+            _fail(f"audit chain BROKEN: {exc.diagnostics()}", EXIT_CHECK_FAILED)
+    typer.echo(f"audit chain intact: {count} records")
+
+
+@audit_app.command("export")
+def audit_export(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Default: stdout.")] = None,
+    after: Annotated[int, typer.Option(min=0, help="Only records after this seq.")] = 0,
+) -> None:
+    """Write the audit records as JSON lines (one canonical record per line)."""
+    from mamori.audit.chain import canonical_json  # noqa: PLC0415
+    from mamori.service.auditlog import iter_audit  # noqa: PLC0415
+
+    with _errors():
+        store = _store(_settings())
+        with contextlib.ExitStack() as stack:
+            out = sys.stdout if output is None else stack.enter_context(output.open("w"))
+            for record in iter_audit(store, after=after):
+                out.write(canonical_json(record) + "\n")
+
+
+# --- policy test -----------------------------------------------------------------------------
+
+
+def _load_cases(path: Path) -> list[Mapping[str, Any]]:
+    try:
+        text = path.read_text("utf-8")
+        data: Any = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (OSError, ValueError) as exc:
+        msg = f"{path}: cannot read the policy test file: {exc}"
+        raise ConfigError(msg) from exc
+    cases = data.get("case") if isinstance(data, dict) else data
+    if not isinstance(cases, list) or not cases or not all(isinstance(c, dict) for c in cases):
+        msg = f"{path}: expected a non-empty list of [[case]] tables"
+        raise ConfigError(msg)
+    return cases
+
+
+def _case(
+    index: int, case: Mapping[str, Any]
+) -> tuple[str, Principal, Action, ArtifactFacts | None, str, bool]:
+    where = f"case {index} ({case.get('name', 'unnamed')})"
+    try:
+        who = case["principal"]
+        principal = Principal(
+            subject=str(who["subject"]),
+            issuer=str(who.get("issuer", "policy-test")),
+            tenant="",
+            roles=frozenset(str(r) for r in who.get("roles", [])),
+            attributes=MappingProxyType({"mfa": "true" if who.get("mfa") else "false"}),
+        )
+        action = Action(case["action"])
+        res = case.get("resource")
+        facts = None
+        if res is not None:
+            facts = ArtifactFacts(
+                sha256=str(res.get("sha256", "0" * 64)),
+                imported_by=str(res.get("imported_by", "")),
+                state=str(res.get("state", "safe")),
+                verdict=str(res.get("verdict", "safe")),
+                deployable=bool(res.get("deployable", False)),
+            )
+        expect = str(case["expect"]).lower()
+        if expect not in {"allow", "deny"}:
+            msg = f"expect must be allow or deny, not {expect!r}"
+            raise ValueError(msg)  # noqa: TRY301
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        msg = f"{where}: {exc}"
+        raise ConfigError(msg) from exc
+    return where, principal, action, facts, str(case.get("reason", "")), expect == "allow"
+
+
+@policy_app.command("test", epilog=_CHECK_EPILOG)
+def policy_test(
+    file: Annotated[Path, typer.Argument(help="TOML or JSON file of [[case]] requests.")],
+) -> None:
+    """Evaluate example requests against the configured lifecycle policies.
+
+    Each case: name, principal {subject, roles, mfa}, action, optional resource {imported_by,
+    state, verdict, deployable}, optional reason, and expect = "allow" | "deny".
+    """
+    from mamori.lifecycle.factory import load_lifecycle_policies  # noqa: PLC0415
+
+    with _errors():
+        authz = LifecycleAuthorizer(load_lifecycle_policies(_settings()))
+        cases = [_case(i, c) for i, c in enumerate(_load_cases(file), start=1)]
+    failed = 0
+    for where, principal, action, facts, reason, expected in cases:
+        decision = authz.decide(principal, action, facts, reason=reason)
+        ok = decision.allowed == expected
+        failed += not ok
+        mark = "ok  " if ok else "FAIL"
+        ids = ", ".join(decision.policy_ids) or "-"
+        typer.echo(f"{mark} {where}: {decision.effect.value} by [{ids}] ({decision.reason})")
+    typer.echo(f"{len(cases) - failed}/{len(cases)} cases as expected")
+    if failed:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+# --- decisions -------------------------------------------------------------------------------
+
+
+def _decide(digest: str, decision: ApprovalDecision, reason: str, token: str | None) -> None:
+    from mamori.service.runtime import build_runtime  # noqa: PLC0415
+
+    with _errors():
+        if not token:
+            _fail("no token: pass --token or set MAMORI_TOKEN", EXIT_DENIED)
+        runtime = build_runtime(_settings())
+        try:
+            # Verified exactly as the API verifies a bearer token.
+            principal = runtime.authenticate(token)
+            view = runtime.lifecycle.decide(principal, digest, decision, reason=reason.strip())
+        finally:
+            runtime.close()
+    typer.echo(f"{view.sha256}: {view.state.value} ({view.state_reason})")
+
+
+_Token = Annotated[
+    str | None, typer.Option(envvar="MAMORI_TOKEN", help="Bearer token (JWT or API token).")
+]
+_Digest = Annotated[str, typer.Argument(help="SHA-256 of the artifact.")]
+
+
+def approve_command(
+    digest: _Digest,
+    reason: Annotated[str, typer.Option(help="Why (recorded in the audit log).")] = "",
+    token: _Token = None,
+) -> None:
+    """Approve a SAFE artifact (approver role, MFA, not its importer)."""
+    _decide(digest, ApprovalDecision.APPROVED, reason, token)
+
+
+def reject_command(
+    digest: _Digest,
+    reason: Annotated[str, typer.Option(help="Why (recorded in the audit log).")] = "",
+    token: _Token = None,
+) -> None:
+    """Reject an artifact; it is never deployable afterwards."""
+    _decide(digest, ApprovalDecision.REJECTED, reason, token)
+
+
+def override_command(
+    digest: _Digest,
+    reason: Annotated[str, typer.Option(help="Required: why an UNSAFE verdict is accepted.")] = "",
+    token: _Token = None,
+) -> None:
+    """Approve an UNSAFE artifact (admin, MFA, not its importer, with a reason)."""
+    _decide(digest, ApprovalDecision.OVERRIDE, reason, token)
