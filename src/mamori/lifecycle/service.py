@@ -12,11 +12,12 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Final, Self
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -453,26 +454,33 @@ class Lifecycle:
     # --- the gate --------------------------------------------------------------------------
 
     def gate(self, sha256: str, action: Action = Action.DEPLOY) -> GateResult:
-        """May these exact bytes be deployed (or invoked)? A fast, read-only answer."""
+        """May these exact bytes be deployed (or invoked)? A fast, read-only answer.
+
+        One SQL round trip: the gate sits in front of every promotion and every serving
+        start, so it reads only the columns the decision needs.
+        """
         if action not in {Action.DEPLOY, Action.INVOKE}:
             return GateResult(allowed=False, reason=f"the gate answers deploy/invoke, not {action}")
         try:
             with self.store.read() as session:
-                row = self._find_artifact(session, sha256)
-                if row is None:
-                    return GateResult(
-                        allowed=False, reason="unknown digest: never imported or scanned"
-                    )
-                latest = self._latest_scan(session, row)
-                if self._deployable(session, row, latest):
-                    return GateResult(
-                        allowed=True,
-                        reason=f"{row.state.value}: {row.state_reason}",
-                        state=row.state,
-                    )
-                return GateResult(allowed=False, reason=self._why_not(row, latest), state=row.state)
+                found = session.execute(
+                    _GATE_QUERY, {"sha256": sha256, "ruleset": self.ruleset_version}
+                ).first()
         except StoreError as exc:
             return GateResult(allowed=False, reason=f"store unavailable: {exc.diagnostics()}")
+        if found is None:
+            return GateResult(allowed=False, reason="unknown digest: never imported or scanned")
+        state, state_reason, scan_id, status, verdict, decision, approved_scan = found
+        facts = _GateFacts(state, scan_id, status, verdict, decision, approved_scan)
+        if facts.deployable():
+            return GateResult(allowed=True, reason=f"{state.value}: {state_reason}", state=state)
+        if status is not ScanStatus.DONE:
+            reason = f"not scanned under ruleset {self.ruleset_version}"
+        elif state is ArtifactState.APPROVED:
+            reason = f"approved, but its scan under ruleset {self.ruleset_version} is {verdict}"
+        else:
+            reason = f"{state.value}: {state_reason}"
+        return GateResult(allowed=False, reason=reason, state=state)
 
     def gate_binding(
         self, source: str, name: str, version: str, action: Action = Action.DEPLOY
@@ -515,32 +523,21 @@ class Lifecycle:
             reason=f"all {len(digests)} artifact(s) of {source}:{name}/{version} are deployable",
         )
 
-    def _why_not(self, row: ArtifactRow, latest: ScanRow | None) -> str:
-        if latest is None or latest.status is not ScanStatus.DONE:
-            return f"not scanned under ruleset {self.ruleset_version}"
-        if row.state is ArtifactState.APPROVED:
-            return (
-                f"approved, but its scan under ruleset {self.ruleset_version} is {latest.verdict}"
-            )
-        return f"{row.state.value}: {row.state_reason}"
-
     def _deployable(self, session: Session, row: ArtifactRow, latest: ScanRow | None) -> bool:
-        if row.state is not ArtifactState.APPROVED:
-            return False
-        if latest is None or latest.status is not ScanStatus.DONE:
-            return False
         approval = session.execute(
             select(ApprovalRow)
             .where(ApprovalRow.artifact_id == row.id)
             .order_by(ApprovalRow.id.desc())
             .limit(1)
         ).scalar()
-        if approval is None or approval.decision is ApprovalDecision.REJECTED:
-            return False
-        if latest.verdict == Verdict.SAFE.value:
-            return True
-        # An override covers exactly the scan it was decided on, not a later ruleset's verdict.
-        return approval.decision is ApprovalDecision.OVERRIDE and approval.scan_id == latest.id
+        return _GateFacts(
+            state=row.state,
+            scan_id=None if latest is None else latest.id,
+            scan_status=None if latest is None else latest.status,
+            verdict=None if latest is None else latest.verdict,
+            decision=None if approval is None else approval.decision,
+            approved_scan=None if approval is None else approval.scan_id,
+        ).deployable()
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -674,6 +671,57 @@ class Lifecycle:
     def _current_done_scan(self, session: Session, row: ArtifactRow) -> ScanRow | None:
         scan = self._scan_row(session, row)
         return scan if scan is not None and scan.status is ScanStatus.DONE else None
+
+
+# Built once: constructing the expression cost as much CPU as running it.
+_LATEST_APPROVAL = (
+    select(ApprovalRow.id)
+    .where(ApprovalRow.artifact_id == ArtifactRow.id)
+    .order_by(ApprovalRow.id.desc())
+    .limit(1)
+    .correlate(ArtifactRow)
+    .scalar_subquery()
+)
+_GATE_QUERY: Final = (
+    select(
+        ArtifactRow.state,
+        ArtifactRow.state_reason,
+        ScanRow.id,
+        ScanRow.status,
+        ScanRow.verdict,
+        ApprovalRow.decision,
+        ApprovalRow.scan_id,
+    )
+    .outerjoin(
+        ScanRow,
+        (ScanRow.artifact_id == ArtifactRow.id) & (ScanRow.ruleset_version == bindparam("ruleset")),
+    )
+    .outerjoin(ApprovalRow, ApprovalRow.id == _LATEST_APPROVAL)
+    .where(ArtifactRow.sha256 == bindparam("sha256"))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _GateFacts:
+    """The columns deployability depends on; one rule for the gate and the views."""
+
+    state: ArtifactState
+    scan_id: int | None
+    scan_status: ScanStatus | None
+    verdict: str | None
+    decision: ApprovalDecision | None
+    approved_scan: int | None
+
+    def deployable(self) -> bool:
+        """Approved, scanned under the current ruleset, and SAFE or overridden for that scan."""
+        if self.state is not ArtifactState.APPROVED or self.scan_status is not ScanStatus.DONE:
+            return False
+        if self.decision is None or self.decision is ApprovalDecision.REJECTED:
+            return False
+        if self.verdict == Verdict.SAFE.value:
+            return True
+        # An override covers exactly the scan it was decided on, not a later ruleset's verdict.
+        return self.decision is ApprovalDecision.OVERRIDE and self.approved_scan == self.scan_id
 
 
 class _Heartbeat:

@@ -187,6 +187,7 @@ class ApprovalRow(Base):
     """An approval, rejection or override, tied to the scan it was decided on."""
 
     __tablename__ = "approvals"
+    __table_args__ = (Index("ix_approvals_artifact", "artifact_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"))

@@ -154,6 +154,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id"),
     )
+    op.create_index("ix_approvals_artifact", "approvals", ["artifact_id"], unique=False)
     op.create_table(
         "findings",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -180,6 +181,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_findings_rule")
 
     op.drop_table("findings")
+    op.drop_index("ix_approvals_artifact", table_name="approvals")
     op.drop_table("approvals")
     op.drop_table("scans")
     with op.batch_alter_table("bindings", schema=None) as batch_op:
