@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from mamori.findings import Finding, Severity
 from mamori.scan.limits import ScanLimits
+from mamori.scan.signatures import SignatureConfig
 
 __all__ = ["ScanPolicy", "Suppression"]
 
@@ -54,5 +55,7 @@ class ScanPolicy:
     """Extra ``module.qualname`` globals (or ``module.*``) to treat as dangerous."""
     suppressions: tuple[Suppression, ...] = ()
     limits: ScanLimits = field(default_factory=ScanLimits)
+    signatures: SignatureConfig = field(default_factory=SignatureConfig)
+    """Optional ClamAV/YARA engines run over every file and member; all off by default."""
     md5: bool = False
     """Also compute MD5 digests. Off by default: it costs 2.4x SHA-256 and binds nothing."""

@@ -42,8 +42,9 @@ __all__ = [
     "report_keras_json",
 ]
 
-MAX_CONFIG_BYTES: Final = 64 << 20
-"""Largest Keras JSON document parsed; architecture configs are kilobytes to a few megabytes."""
+MAX_CONFIG_BYTES: Final = 32 << 20
+"""Largest Keras JSON document parsed; architecture configs are kilobytes to a few megabytes,
+and the parsed objects take several times the document's size in memory."""
 _MAX_NODES: Final = 2_000_000
 _MAX_EVIDENCE_NAMES: Final = 16
 _MAX_LAMBDA_BYTES: Final = 16 << 20
@@ -191,31 +192,60 @@ def check_keras_config(config: object, *, ignores_safe_mode: bool = False) -> li
 
     ``ignores_safe_mode`` marks configs whose loader runs Lambda code even when the caller asks
     for ``safe_mode``: HDF5 files (CVE-2025-9905) and Keras 2 SavedModel metadata.
+
+    Raises:
+        KerasConfigError: the config holds more values than the walker visits.
     """
     issues: list[KerasIssue] = []
     for path, node in _walk(config):
-        if isinstance(node, dict):
-            _check_object(node, path, issues, ignores_safe_mode=ignores_safe_mode)
-    if len(issues) > _MAX_NODES:  # pragma: no cover - bounded by _walk already
-        del issues[_MAX_NODES:]
+        if isinstance(node, dict) and isinstance(node.get("class_name"), str):
+            _check_object(node, _render(path), issues, ignores_safe_mode=ignores_safe_mode)
     return issues
 
 
-def _walk(root: object) -> Iterator[tuple[str, object]]:
-    """Depth-first walk of JSON values with an explicit stack (no recursion limit to hit)."""
-    stack: list[tuple[str, object]] = [("$", root)]
-    seen = 0
+# A JSON path as a linked list ``(parent, key)``: O(1) memory per step, rendered on demand.
+_Path = tuple[object, str | int] | None
+_DONE: Final = object()
+
+
+def _children(node: object) -> Iterator[tuple[str | int, object]]:
+    if isinstance(node, dict):
+        return iter(node.items())
+    if isinstance(node, list):
+        return enumerate(node)
+    return iter(())
+
+
+def _walk(root: object) -> Iterator[tuple[_Path, object]]:
+    """Depth-first walk with a stack of iterators: memory grows with depth, not with width."""
+    yield None, root
+    stack: list[tuple[_Path, Iterator[tuple[str | int, object]]]] = [(None, _children(root))]
+    seen = 1
     while stack:
-        path, node = stack.pop()
+        parent, children = stack[-1]
+        item = next(children, _DONE)
+        if item is _DONE:
+            stack.pop()
+            continue
+        assert isinstance(item, tuple)
+        key, value = item
         seen += 1
         if seen > _MAX_NODES:
             msg = f"config holds more than {_MAX_NODES} values"
             raise KerasConfigError(msg)
-        yield path, node
-        if isinstance(node, dict):
-            stack.extend((f"{path}.{k}", v) for k, v in reversed(node.items()))
-        elif isinstance(node, list):
-            stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(node))))
+        path: _Path = (parent, key)
+        yield path, value
+        if isinstance(value, dict | list):
+            stack.append((path, _children(value)))
+
+
+def _render(path: _Path) -> str:
+    parts: list[str] = []
+    while path is not None:
+        parent, key = path
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+        path = parent  # type: ignore[assignment]  # the linked list's parent is a _Path
+    return "$" + "".join(reversed(parts))
 
 
 def _check_object(
