@@ -72,7 +72,7 @@ _MODEL_EXTENSIONS: dict[str, frozenset[FileFormat]] = {
     ".keras": frozenset({FileFormat.KERAS_V3}),
     ".h5": frozenset({FileFormat.KERAS_H5, FileFormat.HDF5}),
     ".hdf5": frozenset({FileFormat.KERAS_H5, FileFormat.HDF5}),
-    ".nemo": frozenset({FileFormat.NEMO}),
+    ".nemo": frozenset({FileFormat.NEMO, FileFormat.GZIP, FileFormat.TAR}),
     ".msgpack": frozenset({FileFormat.FLAX_MSGPACK}),
     ".pb": frozenset({FileFormat.TF_SAVEDMODEL}),
 }

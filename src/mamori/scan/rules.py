@@ -326,6 +326,15 @@ _TABLE: Final[tuple[Rule, ...]] = (
        "A tar or 7z member name contains control characters or backslashes; extractors on "
        "different platforms interpret it differently."),
     # --- model formats: keras, tf, onnx, safetensors, gguf, nemo, flax, signatures ----------
+    _r("MAM-JSON-001", M, "Model needs remote code (auto_map)", ("CWE-94", "CWE-829"),
+       SUPPLY_CHAIN,
+       "config.json maps model classes to Python files in the repository; loading it with "
+       "trust_remote_code imports and runs that code."),
+    _r("MAM-JSON-002", L, "JSON document not analysed", ("CWE-20",), (),
+       "A file that starts like JSON is not valid UTF-8 JSON, or is too large to check."),
+    _r("MAM-JSON-003", L, "Duplicate JSON key", ("CWE-436",), (),
+       "A key appears twice in one object; Python keeps the last value, other parsers the "
+       "first, so the scanner and a loader may read different settings."),
     # keras v3, keras hdf5 (owned by scan/formats/keras.py, hdf5.py, _internal/keras_config.py)
     _r("MAM-KERAS-001", C, "Keras Lambda layer embeds Python code", ("CWE-94", "CWE-502"),
        SUPPLY_CHAIN,

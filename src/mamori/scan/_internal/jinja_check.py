@@ -26,8 +26,15 @@ from jinja2 import nodes
 from jinja2.exceptions import TemplateSyntaxError
 
 from mamori.findings import Severity
+from mamori.scan.formats.interface import ScanContext
 
-__all__ = ["MAX_TEMPLATE_CHARS", "TemplateIssue", "TemplateIssueKind", "check_template"]
+__all__ = [
+    "MAX_TEMPLATE_CHARS",
+    "TemplateIssue",
+    "TemplateIssueKind",
+    "check_template",
+    "report_template",
+]
 
 MAX_TEMPLATE_CHARS: Final = 1 << 20
 """Longest template analysed. Real chat templates are a few KiB; Jinja parsing is superlinear
@@ -380,3 +387,23 @@ def _iter_nodes(tree: nodes.Node) -> Iterator[nodes.Node]:
         node = stack.pop()
         yield node
         stack.extend(node.iter_child_nodes())
+
+
+_UNPARSED: Final = frozenset({TemplateIssueKind.PARSE_ERROR, TemplateIssueKind.TOO_LARGE})
+
+
+def report_template(key: str, template: str, ctx: ScanContext, *, offset: int | None) -> None:
+    """Check a chat template found under ``key`` and report each issue through ``ctx``.
+
+    Shared by every format that carries chat templates (GGUF metadata, tokenizer JSON).
+    """
+    for issue in check_template(template):
+        rule_id = "MAM-TPL-002" if issue.kind in _UNPARSED else "MAM-TPL-001"
+        where = f" (line {issue.line})" if issue.line is not None else ""
+        ctx.report(
+            rule_id,
+            f"{key}: {issue.message}{where}",
+            offset=offset,
+            evidence=issue.evidence,
+            severity=issue.severity,
+        )

@@ -6,14 +6,27 @@ build, not silently drop out of every scan (modelscan's failure mode).
 
 from __future__ import annotations
 
-from mamori.scan.formats import hdf5, keras, nemo, savedmodel
-from mamori.scan.formats import flax, gguf, onnx, safetensors
-from mamori.scan.formats.interface import FormatHandler
-from mamori.scan.formats.pickle import PickleHandler
-from mamori.scan.formats import joblib, numpy, torch, torch_legacy
-from mamori.scan.formats import compressed, sevenzip
+from mamori.scan.formats import (
+    compressed,
+    flax,
+    gguf,
+    hdf5,
+    joblib,
+    keras,
+    nemo,
+    numpy,
+    onnx,
+    safetensors,
+    savedmodel,
+    sevenzip,
+    torch,
+    torch_legacy,
+)
 from mamori.scan.formats import tar as tar_format
 from mamori.scan.formats import zip as zip_format
+from mamori.scan.formats.interface import FormatHandler
+from mamori.scan.formats.jsonfile import JsonHandler
+from mamori.scan.formats.pickle import PickleHandler
 
 __all__ = ["HANDLERS"]
 
@@ -47,4 +60,5 @@ HANDLERS: tuple[FormatHandler, ...] = (
     hdf5.KerasH5Handler(),
     savedmodel.SavedModelHandler(),
     nemo.NemoHandler(),
+    JsonHandler(),
 )

@@ -18,11 +18,7 @@ from dataclasses import dataclass, field
 from typing import IO, Final
 
 from mamori.findings import FileFormat
-from mamori.scan._internal.jinja_check import (
-    MAX_TEMPLATE_CHARS,
-    TemplateIssueKind,
-    check_template,
-)
+from mamori.scan._internal.jinja_check import MAX_TEMPLATE_CHARS, report_template
 from mamori.scan._internal.source import Source
 from mamori.scan.formats.interface import FormatHandler, Probe, ScanContext
 
@@ -38,7 +34,6 @@ _MAX_STRING_KEPT: Final = 4 * MAX_TEMPLATE_CHARS
 _MAX_ARRAY_DEPTH: Final = 8
 _MAX_REPORTED: Final = 20
 _TEMPLATE_KEY: Final = "tokenizer.chat_template"
-_UNPARSED: Final = frozenset({TemplateIssueKind.PARSE_ERROR, TemplateIssueKind.TOO_LARGE})
 
 # GGUF metadata value types (gguf.md "gguf_metadata_value_type"): code -> (struct char, size).
 _SCALARS: Final[dict[int, tuple[str, int]]] = {
@@ -374,13 +369,4 @@ def _check_data(reader: _Reader, state: _State, tensors: list[_Tensor]) -> None:
 
 
 def _check_chat_template(key: str, template: str, offset: int, ctx: ScanContext) -> None:
-    for issue in check_template(template):
-        rule_id = "MAM-TPL-002" if issue.kind in _UNPARSED else "MAM-TPL-001"
-        where = f" (line {issue.line})" if issue.line is not None else ""
-        ctx.report(
-            rule_id,
-            f"{key}: {issue.message}{where}",
-            offset=offset,
-            evidence=issue.evidence,
-            severity=issue.severity,
-        )
+    report_template(key, template, ctx, offset=offset)

@@ -17,6 +17,7 @@ unlisted standard-library function (gadget surface) stays HIGH.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -120,7 +121,19 @@ def _policy_match(dotted: str, patterns: frozenset[str]) -> bool:
 
 def is_loader(ref: GlobalRef) -> bool:
     """True when calling ``ref`` with bytes deserialises them (``pickle.loads``)."""
+    if len(ref.module) + len(ref.name) > _CACHED_NAME:
+        return _is_loader(ref)
+    return _is_loader_cached(ref)
+
+
+def _is_loader(ref: GlobalRef) -> bool:
     return any(s in _LOADERS for s in spellings(ref))
+
+
+# The interpreter asks once per call opcode, with the same few globals (a torch state dict
+# has one _rebuild_tensor_v2 REDUCE per tensor); short names only, so the cache stays small.
+_CACHED_NAME: Final = 256
+_is_loader_cached: Final = functools.lru_cache(maxsize=1024)(_is_loader)
 
 
 def classify(  # noqa: PLR0911 - one return per precedence step, in documented order

@@ -45,18 +45,36 @@ def fast_path(m: Machine) -> None:
     while True:
         if templates and attempt(m):
             continue
-        if fast_loop(m, chunk=_CHUNK if templates else None):
+        if templates:
+            if fast_loop(m, chunk=_CHUNK, realign=_inside_capped(m)):
+                continue
+        elif fast_loop(m):
             continue
         if m.block_frames and prepare_step(m):
             continue
         return
 
 
-def fast_loop(m: Machine, chunk: int | None = None) -> bool:  # noqa: C901, PLR0912, PLR0915 - one dispatch on the opcode
+def _inside_capped(m: Machine) -> bool:
+    """True when an enclosing frame (not the current one) fills a container past its cap."""
+    for frame in m.metastack[-4:-1]:
+        top = frame[-1] if frame else None
+        if type(top) in _CONTAINERS and top.dropped:  # type: ignore[union-attr]  # type checked
+            return True
+    return False
+
+
+def fast_loop(  # noqa: C901, PLR0912, PLR0915 - one dispatch on the opcode
+    m: Machine, chunk: int | None = None, *, realign: bool = False
+) -> bool:
     """Run data opcodes from the window's position until one needs the reference path.
 
     With ``chunk``, stop after that many opcodes (returning True) so the caller can try a
-    template run; otherwise return False when an opcode needs the reference path.
+    template run; otherwise return False when an opcode needs the reference path. With
+    ``realign`` too, also stop (returning True) right after an opcode closes a frame back to
+    one that fills a capped container: after a FRAME or a window refill the loop resumes in
+    the middle of an entry, and a template run can start again at the next entry instead of
+    a whole chunk later.
     """
     w = m.w
     buf = w.buf
@@ -72,6 +90,7 @@ def fast_loop(m: Machine, chunk: int | None = None) -> bool:  # noqa: C901, PLR0
     ops = tr.opcodes
     budget = m.max_opcodes
     chunked = chunk is not None and ops + chunk < budget
+    realign = realign and chunked
     if chunk is not None:
         budget = min(budget, ops + chunk)
     extra = m.memo_extra
@@ -139,6 +158,10 @@ def fast_loop(m: Machine, chunk: int | None = None) -> bool:  # noqa: C901, PLR0
                 below[-1].extend(stack)
                 stack = metastack.pop()
                 pos += 1
+                if realign and _fills_capped(metastack):
+                    ops += 1
+                    budget = ops
+                    break
             elif op == 0x75:  # SETITEMS
                 if not metastack or len(stack) % 2 or (blocks and id(stack) in blocks):
                     break
@@ -148,6 +171,10 @@ def fast_loop(m: Machine, chunk: int | None = None) -> bool:  # noqa: C901, PLR0
                 below[-1].extend(stack)
                 stack = metastack.pop()
                 pos += 1
+                if realign and _fills_capped(metastack):
+                    ops += 1
+                    budget = ops
+                    break
             elif op == 0x5D:  # EMPTY_LIST
                 stack.append(ListV())
                 pos += 1
@@ -262,6 +289,10 @@ def fast_loop(m: Machine, chunk: int | None = None) -> bool:  # noqa: C901, PLR0
                 below[-1].extend(stack)
                 stack = metastack.pop()
                 pos += 1
+                if realign and _fills_capped(metastack):
+                    ops += 1
+                    budget = ops
+                    break
             elif op in (0x74, 0x6C, 0x64, 0x91):  # TUPLE, LIST, DICT, FROZENSET
                 if (
                     not metastack
@@ -281,6 +312,10 @@ def fast_loop(m: Machine, chunk: int | None = None) -> bool:  # noqa: C901, PLR0
                 stack = metastack.pop()
                 stack.append(made)
                 pos += 1
+                if realign and _fills_capped(metastack):
+                    ops += 1
+                    budget = ops
+                    break
             else:
                 break
             ops += 1
@@ -294,6 +329,13 @@ def fast_loop(m: Machine, chunk: int | None = None) -> bool:  # noqa: C901, PLR0
         m.next_check = ops + CHECK_EVERY
         m.deadline()
     return chunked and ops >= budget
+
+
+def _fills_capped(metastack: list[list[Value]]) -> bool:
+    """True when the current frame's items go into a container past its cap."""
+    below = metastack[-1] if metastack else None
+    top = below[-1] if below else None
+    return type(top) in _CONTAINERS and top.dropped  # type: ignore[union-attr]  # type checked
 
 
 def _lazy_in(stack: list[Value], n: int) -> bool:

@@ -24,6 +24,7 @@ import sys
 from array import array
 from dataclasses import dataclass
 from itertools import chain
+from operator import itemgetter
 from typing import TYPE_CHECKING, Final
 
 from mamori.scan.pickle.values import DictV, LazyBlock, ListV, SetV, Value
@@ -67,10 +68,14 @@ _PLAIN: Final = {0x4E: "v", 0x88: "v", 0x89: "v", 0x5D: "L", 0x7D: "D", 0x29: "v
 
 @dataclass(frozen=True, slots=True)
 class Template:
-    """One unit shape: regexes to find a run's extent and to count (and check) its units."""
+    """One unit shape: a regex that finds a run's extent and counts its units in one pass."""
 
-    run: re.Pattern[bytes]
-    unit: re.Pattern[bytes]
+    scan: re.Pattern[bytes]
+    """``(unit)|(?s:.+)``: ``findall`` yields each unit (group 1; with LONG_BINPUT arguments
+    as further groups) up to the first position where no unit starts, where the second
+    alternative swallows the rest uncaptured. The unit is deterministic (every alternative
+    starts with a distinct literal), so the units are exactly the ones a possessive
+    ``(?:unit)++`` would match, and contiguous."""
     full: bytes
     """The unit with every BINPUT and LONG_BINPUT argument captured (for the slow check)."""
     items: int
@@ -251,10 +256,9 @@ def _compile(pattern: bytes, items: int, ops: int, memos: int, *, puts: bool) ->
     pattern += _NOT_CONTINUED
     bare = pattern.replace(_PUT, rb"(?:q[\s\S]|r[\s\S]{4})")
     # Counting units: capture only LONG_BINPUT arguments (checked in bulk), or nothing.
-    unit = pattern.replace(_PUT, rb"(?:q[\s\S]|r([\s\S]{4}))") if puts else bare + b"()"
+    unit = pattern.replace(_PUT, rb"(?:q[\s\S]|r([\s\S]{4}))") if puts else bare
     template = Template(
-        run=re.compile(b"(?:" + bare + b")++"),
-        unit=re.compile(unit),
+        scan=re.compile(b"(" + unit + b")|(?s:.+)"),
         full=pattern,
         items=items,
         ops=ops,
@@ -287,8 +291,8 @@ def attempt(m: Machine) -> bool:  # noqa: C901, PLR0911, PLR0912 - a sequence of
     if m.max_opcodes - m.trace.opcodes < end - pos:
         return False  # near the opcode limit the exact per-opcode count matters
     template = m.templates.get(kind)
-    matched = template.run.match(buf, pos, end) if template is not None else None
-    if matched is None:
+    count, stop, args = _scan(template, buf, pos, end) if template is not None else (0, pos, b"")
+    if not count:
         learned = learn(buf, pos, end, items)
         if learned is None:
             m.template_wait = m.trace.opcodes + _BACKOFF
@@ -297,24 +301,22 @@ def attempt(m: Machine) -> bool:  # noqa: C901, PLR0911, PLR0912 - a sequence of
             return False  # the unit is cut by the window or a FRAME: retry after it
         assert isinstance(learned, Template)
         template = learned
-        matched = template.run.match(buf, pos, end)
-        if matched is None:
+        count, stop, args = _scan(template, buf, pos, end)
+        if not count:
             return False
         m.templates[kind] = template
     assert template is not None
-    found = template.unit.findall(buf, pos, matched.end())
-    count = len(found)
     if count < _MIN_RUN:
         m.template_wait = m.trace.opcodes + _BACKOFF
         return False
     memo_start = len(m.memo) + m.memo_extra
     memo_count = count * template.memos
-    if template.puts and not _sequential(template, found, buf, (pos, matched.end()), memo_start):
+    if template.puts and not _sequential(template, args, buf, (pos, stop), memo_start, memo_count):
         m.template_wait = m.trace.opcodes + _BACKOFF
         return False
     block = LazyBlock(
         w.base + pos,
-        w.base + matched.end(),
+        w.base + stop,
         count * template.items,
         memo_start,
         memo_count,
@@ -326,7 +328,7 @@ def attempt(m: Machine) -> bool:  # noqa: C901, PLR0911, PLR0912 - a sequence of
     if memo_count:
         m.segments.append(block)
         m.memo_extra += memo_count
-    w.pos = matched.end()
+    w.pos = stop
     m.trace.opcodes += count * template.ops
     if m.trace.opcodes >= m.next_check:
         m.next_check = m.trace.opcodes + (1 << 16)
@@ -352,24 +354,56 @@ def _seek_boundary(m: Machine, frame: list[Value], items: int) -> bool:
     return False
 
 
+_SPAN: Final = 1 << 16
+"""Bytes per ``findall``: bounds the list of units (a 2-byte unit per entry) held at once.
+Longer than any unit (at most 64 opcodes of at most 260 bytes), so each call makes progress."""
+_ARGS: Final = itemgetter(slice(1, None))
+
+
+def _scan(template: Template, buf: bytes, pos: int, end: int) -> tuple[int, int, bytes]:
+    """Units of ``template`` from ``pos``: their count, where they stop, LONG_BINPUT args."""
+    count = 0
+    at = pos
+    args: list[bytes] = []
+    puts = template.puts
+    while at < end:
+        bound = min(end, at + _SPAN)
+        found = template.scan.findall(buf, at, bound)
+        tail = bool(found) and not (found[-1][0] if puts else found[-1])
+        if tail:
+            found.pop()  # where no unit starts: the rest of the span, uncaptured
+        elif bound < end and found:
+            # The last unit ends exactly at the span's bound, where its lookahead saw no
+            # next opcode: leave it to the next span, which sees that opcode.
+            found.pop()
+        if puts:
+            at += sum(map(len, map(itemgetter(0), found)))
+            args.extend(chain.from_iterable(map(_ARGS, found)))
+        else:
+            at += sum(map(len, found))
+        count += len(found)
+        if (tail and bound == end) or not found:
+            break
+    return count, at, b"".join(args)
+
+
 _U32: Final = array("I")
 
 
 def _sequential(
     template: Template,
-    found: list[bytes] | list[tuple[bytes, ...]],
+    joined: bytes,
     buf: bytes,
     span: tuple[int, int],
     start: int,
+    count: int,
 ) -> bool:
-    """True when the run's BINPUT/LONG_BINPUT indices are ``start, start+1, ...``."""
-    count = len(found) * template.memos
-    if found and isinstance(found[0], bytes):
-        joined = b"".join(found)  # one put per unit: plain bytes
-    else:
-        joined = b"".join(map(b"".join, found))  # type: ignore[arg-type]  # tuples of puts
+    """True when the run's ``count`` BINPUT/LONG_BINPUT indices are ``start, start+1, ...``.
+
+    ``joined`` is every LONG_BINPUT argument of the run (a BINPUT captures nothing).
+    """
     if len(joined) == 4 * count and _U32.itemsize == 4:
-        # Every put was LONG_BINPUT (a BINPUT captures nothing): compare in bulk.
+        # Every put was LONG_BINPUT: compare in bulk.
         expected = array(_U32.typecode, range(start, start + count))
         if sys.byteorder != "little":
             expected.byteswap()
