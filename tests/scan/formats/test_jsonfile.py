@@ -86,3 +86,8 @@ def test_text_that_only_starts_like_json_is_not_claimed():
 def test_any_json_value_scans_without_crashing(value):
     report = scan_bytes(json.dumps({"data": value}).encode(), "x.json")
     assert "MAM-GEN-001" not in _rules(report)
+
+
+def test_json_nested_past_the_recursion_limit_is_a_finding_not_a_crash():
+    report = scan_bytes(b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "config.json")
+    assert _rules(report) == {"MAM-JSON-002"}

@@ -65,6 +65,9 @@ class JsonHandler(FormatHandler):
         except (ValueError, UnicodeDecodeError) as exc:
             ctx.report("MAM-JSON-002", f"not valid UTF-8 JSON: {exc}")
             return
+        except RecursionError:
+            ctx.report("MAM-JSON-002", "JSON nested deeper than the parser's recursion limit")
+            return
         for key in duplicates[:20]:
             ctx.report(
                 "MAM-JSON-003",
