@@ -74,6 +74,8 @@ def _r(  # noqa: PLR0917 - positional on purpose: the table reads as rows
 C, H, M, L, N = Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO
 I = N  # noqa: E741 - table shorthand for INFO; the rows read C/H/M/L/I
 
+# One rule per block of lines reads as a table; the formatter would explode it.
+# fmt: off
 _TABLE: Final[tuple[Rule, ...]] = (
     # --- engine, limits and generic input problems (owned by scan/engine.py) ---------------
     _r("MAM-GEN-001", H, "Unreadable member", ("CWE-20",), SUPPLY_CHAIN,
@@ -495,6 +497,7 @@ _TABLE: Final[tuple[Rule, ...]] = (
     _r("MAM-FLAX-004", H, "msgpack nesting or size limit exceeded", ("CWE-400", "CWE-674"),
        DOS, "Containers nest too deeply or declare more items than the file can hold."),
 )
+# fmt: on
 
 
 def _index(table: tuple[Rule, ...]) -> Mapping[str, Rule]:
