@@ -9,6 +9,7 @@ through the same code; audit appends take a transaction-scoped advisory lock the
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +50,9 @@ class Store:
             raise StoreError(msg) from exc
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        # A store dropped without dispose() still closes its pooled connections (psycopg
+        # warns about connections collected while open).
+        self._finalizer = weakref.finalize(self, self.engine.dispose)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(
             self.engine.execution_options(**{_WRITE: True}), expire_on_commit=False
@@ -96,7 +100,7 @@ class Store:
 
     def dispose(self) -> None:
         """Close pooled connections."""
-        self.engine.dispose()
+        self._finalizer()
 
 
 def audit_append(
