@@ -100,6 +100,10 @@ def make_queue(settings: Settings, *, immediate: bool = False) -> JobQueue:
     huey.on_startup(name="mamori.reconcile-on-start")(on_start)
     queue = JobQueue(huey=huey, scan=scan_task, reconcile=reconcile_task)
     holder["queue"] = queue
+    if settings.mlflow_tracking_uri:
+        from mamori.lifecycle.mlflow.tasks import register_mlflow_tasks  # noqa: PLC0415 - optional
+
+        register_mlflow_tasks(queue, settings)
     return queue
 
 

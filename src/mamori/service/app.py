@@ -17,6 +17,7 @@ from mamori.identity.network import RouteGroup
 from mamori.policy.engine import PolicyEngine
 from mamori.service import admin, routes
 from mamori.service.auth import RuntimeDep, network_guard
+from mamori.service.mlflow_hooks import mlflow_router
 from mamori.service.observe import CountingAuthorizer, Metrics, ObserveMiddleware
 from mamori.service.problems import install_problem_handlers, problem
 from mamori.service.runtime import (
@@ -88,6 +89,7 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(routes.admin_router)
     app.include_router(admin.router)
+    app.include_router(mlflow_router(runtime))
 
     _health_routes(app, metrics)
     return app

@@ -105,6 +105,8 @@ class Doorbell:
                 self._work()
             except MamoriError as exc:
                 _log.warning("mlflow_work_failed", error=exc.diagnostics())
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive one bad delivery; its row stays PENDING and is retried
+                _log.exception("mlflow_work_crashed", error=repr(exc))
 
 
 def _in_process_doorbell(runtime: Runtime) -> Doorbell:

@@ -231,3 +231,8 @@ class ApiTokenRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+# The MLflow integration's tables (revision 0002) live in their own module on this Base;
+# importing it here keeps Base.metadata complete for Alembic and the schema test.
+from mamori.store import models_mlflow as _models_mlflow  # noqa: E402, F401

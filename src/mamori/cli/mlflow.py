@@ -1,0 +1,98 @@
+"""``mamori mlflow connect|sweep``: wire MLflow's webhooks to mamori; reconcile the registry.
+
+MLflow credentials come from MLflow's own ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``; the
+tracking URI and the webhook secret from ``MAMORI_MLFLOW_TRACKING_URI`` and
+``MAMORI_MLFLOW_WEBHOOK_SECRET``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from mamori.cli.exitcodes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_SAFE
+from mamori.errors import ConfigError, MamoriError
+
+__all__ = ["mlflow_app"]
+
+_EPILOG = (
+    f"Exit codes: {EXIT_SAFE} = done; {EXIT_CHECK_FAILED} = a test delivery failed (connect) or "
+    f"a protected alias points at a version mamori does not allow (sweep); {EXIT_ERROR} = error "
+    "(MLflow unreachable or refusing, bad configuration)."
+)
+
+mlflow_app = typer.Typer(help="The MLflow integration.", no_args_is_help=True)
+_err = Console(stderr=True)
+
+
+@mlflow_app.command("connect", epilog=_EPILOG)
+def connect_command(
+    url: Annotated[
+        str, typer.Option(help="mamori's webhook URL as MLflow reaches it (…/v1/hooks/mlflow).")
+    ],
+    encryption_key_fixed: Annotated[
+        bool,
+        typer.Option(help="Confirm MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY is fixed on the server."),
+    ] = False,
+) -> None:
+    """Create or update the 'mamori' webhook (admin credentials) and test every event."""
+    try:
+        from mlflow.tracking import MlflowClient  # noqa: PLC0415 - optional extra
+
+        from mamori.config import load_settings  # noqa: PLC0415 - pydantic-settings; start-up time
+        from mamori.lifecycle.mlflow.connect import connect  # noqa: PLC0415
+
+        settings = load_settings()
+        if not settings.mlflow_tracking_uri or settings.mlflow_webhook_secret is None:
+            raise ConfigError("set MAMORI_MLFLOW_TRACKING_URI and MAMORI_MLFLOW_WEBHOOK_SECRET")
+        result = connect(
+            MlflowClient(tracking_uri=settings.mlflow_tracking_uri),
+            url=url,
+            secret=settings.mlflow_webhook_secret.get_secret_value(),
+            encryption_key_fixed=encryption_key_fixed,
+        )
+    except (MamoriError, ImportError) as exc:
+        text = exc.diagnostics() if isinstance(exc, MamoriError) else str(exc)
+        _err.print(f"mamori mlflow connect: {text}")
+        raise typer.Exit(EXIT_ERROR) from exc
+    verb = "created" if result.created else "updated"
+    typer.echo(f"webhook {result.webhook_id} {verb}")
+    for event, success, detail in result.tests:
+        typer.echo(f"  test {event}: {'ok' if success else 'FAILED'} ({detail})")
+    for warning in result.warnings:
+        _err.print(f"warning: {warning}")
+    if not result.ok:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@mlflow_app.command("sweep", epilog=_EPILOG)
+def sweep_command(
+    rescan: Annotated[
+        bool, typer.Option(help="Re-download every version (detects changed artifacts).")
+    ] = False,
+) -> None:
+    """Resolve every version mamori has not bound and check every protected alias, now.
+
+    Scans are queued for the workers (``mamori worker``).
+    """
+    try:
+        from mamori.config import load_settings  # noqa: PLC0415 - pydantic-settings; start-up time
+        from mamori.jobs import make_queue  # noqa: PLC0415 - optional extra
+        from mamori.lifecycle.mlflow.events import build_integration  # noqa: PLC0415
+
+        settings = load_settings()
+        queue = make_queue(settings)
+        report = build_integration(settings, queue.lifecycle()).sweep(rescan=rescan)
+    except (MamoriError, ImportError) as exc:
+        text = exc.diagnostics() if isinstance(exc, MamoriError) else str(exc)
+        _err.print(f"mamori mlflow sweep: {text}")
+        raise typer.Exit(EXIT_ERROR) from exc
+    typer.echo(
+        f"{report.versions} version(s); resolved {report.resolved}, failed {report.failed}; "
+        f"{report.protected_checked} protected target(s), {report.protected_denied} denied; "
+        f"{report.tags_written} tag(s) mirrored"
+    )
+    if report.protected_denied:
+        raise typer.Exit(EXIT_CHECK_FAILED)

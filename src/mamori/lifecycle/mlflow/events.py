@@ -1,0 +1,242 @@
+"""The MLflow integration object: accepted deliveries (outbox), their processing, the sweep.
+
+A verified delivery is written to ``mlflow_deliveries`` in one transaction keyed by its
+delivery id, which is both the replay guard (a second insert of the same id is refused, also
+after a restart) and the outbox: the HTTP handler answers 202 at once, and
+:meth:`MlflowIntegration.process_pending` does the slow work (registry lookup, download,
+scan) later, in whichever process runs it. A crash between the two leaves a PENDING row that
+the next run finishes; a lost delivery is found by the sweep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import structlog
+from mlflow.tracking import MlflowClient
+from sqlalchemy import delete, select
+
+from mamori.config import Settings
+from mamori.errors import ConfigError, MamoriError
+from mamori.lifecycle.mlflow.resolve import Resolution, Resolver
+from mamori.lifecycle.mlflow.sweep import (
+    AliasGuard,
+    SweepPlan,
+    Target,
+    mirror_verdicts,
+    plan_sweep,
+)
+from mamori.lifecycle.mlflow.webhook import (
+    AliasData,
+    Delivery,
+    EventData,
+    EventKind,
+    ModelVersionData,
+    TagData,
+)
+from mamori.lifecycle.service import Lifecycle
+from mamori.store.db import Store
+from mamori.store.models_mlflow import DeliveryRow, DeliveryStatus, VersionStatus
+
+__all__ = ["MlflowIntegration", "SweepReport", "build_integration", "record_delivery"]
+
+_log = structlog.get_logger("mamori.mlflow")
+_MAX_ATTEMPTS: Final = 5
+_KEEP_DELIVERIES: Final = timedelta(days=7)
+
+
+def record_delivery(
+    store: Store, delivery: Delivery, kind: EventKind | None, data: EventData | None
+) -> bool:
+    """Store an authenticated delivery once; False when its id was seen before (a replay)."""
+    now = datetime.now(UTC)
+    with store.write() as session:
+        if session.get(DeliveryRow, delivery.delivery_id) is not None:
+            return False
+        session.add(
+            DeliveryRow(
+                delivery_id=delivery.delivery_id,
+                event=kind.value if kind is not None else "ignored",
+                data={} if data is None else data.model_dump(mode="json"),
+                received_at=now,
+                status=DeliveryStatus.PENDING if kind is not None else DeliveryStatus.DONE,
+                attempts=0,
+            )
+        )
+        # SQLite serialises writers (BEGIN IMMEDIATE); on PostgreSQL a concurrent duplicate
+        # fails the primary key at commit, which the caller sees as a StoreError (503) and
+        # MLflow's retry then meets the stored row.
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class SweepReport:
+    """What one sweep did."""
+
+    versions: int
+    resolved: int
+    failed: int
+    protected_checked: int
+    protected_denied: int
+    tags_written: int
+
+
+class MlflowIntegration:
+    """Resolver, alias guard and MLflow client for one lifecycle."""
+
+    def __init__(self, lifecycle: Lifecycle, client: MlflowClient, settings: Settings) -> None:
+        """Wire the integration; ``settings.mlflow_tracking_uri`` must be set."""
+        if not settings.mlflow_tracking_uri:
+            raise ConfigError("mlflow_tracking_uri: required for the MLflow integration")
+        self.lifecycle = lifecycle
+        self.client = client
+        self.settings = settings
+        self.resolver = Resolver(
+            lifecycle,
+            client,
+            tracking_uri=settings.mlflow_tracking_uri,
+            staging_dir=settings.data_dir / "mlflow-staging",
+            max_bytes=settings.mlflow_max_version_bytes,
+        )
+        self.guard = AliasGuard(
+            lifecycle,
+            client,
+            protected=settings.mlflow_protected_aliases,
+            remove=settings.mlflow_remove_unapproved_alias,
+        )
+
+    # --- webhook work ----------------------------------------------------------------------
+
+    def pending(self) -> list[str]:
+        """Delivery ids still to process, oldest first."""
+        with self.lifecycle.store.read() as session:
+            return list(
+                session.execute(
+                    select(DeliveryRow.delivery_id)
+                    .where(DeliveryRow.status == DeliveryStatus.PENDING)
+                    .order_by(DeliveryRow.received_at)
+                ).scalars()
+            )
+
+    def process_pending(self) -> int:
+        """Process every pending delivery; return how many were handled."""
+        handled = 0
+        for delivery_id in self.pending():
+            self.process(delivery_id)
+            handled += 1
+        return handled
+
+    def process(self, delivery_id: str) -> None:
+        """Act on one stored delivery; failures are recorded and retried a few times."""
+        with self.lifecycle.store.read() as session:
+            row = session.get(DeliveryRow, delivery_id)
+            if row is None or row.status is not DeliveryStatus.PENDING:
+                return
+            event, data = row.event, dict(row.data)
+        error = ""
+        try:
+            self._act(EventKind(event), data)
+        except (MamoriError, ValueError) as exc:
+            error = exc.diagnostics() if isinstance(exc, MamoriError) else str(exc)
+        with self.lifecycle.store.write() as session:
+            row = session.get(DeliveryRow, delivery_id)
+            if row is None:
+                return
+            row.attempts += 1
+            row.error = error or None
+            if not error or row.attempts >= _MAX_ATTEMPTS:
+                row.status = DeliveryStatus.DONE if not error else DeliveryStatus.FAILED
+                row.processed_at = datetime.now(UTC)
+        if error:
+            _log.warning("mlflow_delivery_failed", delivery_id=delivery_id, error=error)
+
+    def _act(self, kind: EventKind, data: dict[str, object]) -> None:
+        if kind is EventKind.REGISTERED_MODEL_CREATED:
+            return  # a new name has no bytes yet; its versions arrive as their own events
+        if kind in {EventKind.MODEL_VERSION_CREATED, EventKind.MODEL_VERSION_TAG_SET}:
+            parsed = (
+                ModelVersionData.model_validate(data)
+                if kind is EventKind.MODEL_VERSION_CREATED
+                else TagData.model_validate(data)
+            )
+            self._resolve(parsed.name, parsed.version)
+            return
+        alias = AliasData.model_validate(data)
+        result = self.resolver.resolve(alias.name, alias.version)
+        if result.status is VersionStatus.GONE:
+            return  # nothing to protect (MLflow's test deliveries name a model that is absent)
+        # Checked even when resolution failed: an unbound version is denied, so a protected
+        # alias on bytes mamori could not read is removed at once (fail closed).
+        self.guard.check(Target(alias.name, alias.version, alias.alias), origin="webhook")
+        if result.status is VersionStatus.FAILED:
+            msg = f"resolving {alias.name}/{alias.version} failed: {result.error}"
+            raise _RetryError(msg)
+
+    def _resolve(self, name: str, version: str) -> Resolution:
+        result = self.resolver.resolve(name, version)
+        if result.status is VersionStatus.FAILED:
+            msg = f"resolving {name}/{version} failed: {result.error}"
+            raise _RetryError(msg)
+        return result
+
+    # --- sweep -----------------------------------------------------------------------------
+
+    def plan(self, *, rescan: bool = False) -> SweepPlan:
+        """One pass over the registry (see :func:`plan_sweep`)."""
+        return plan_sweep(
+            self.lifecycle, self.client, self.settings.mlflow_protected_aliases, rescan=rescan
+        )
+
+    def sweep(
+        self,
+        *,
+        rescan: bool = False,
+        resolve: Callable[[str, str, bool], Resolution | None] | None = None,
+    ) -> SweepReport:
+        """Resolve every unseen version (all, when ``rescan``), check protected targets, mirror.
+
+        ``resolve`` replaces in-process resolution (the job queue passes one that enqueues).
+        """
+        plan = self.plan(rescan=rescan)
+        run = resolve or (lambda n, v, force: self.resolver.resolve(n, v, force=force))
+        resolved = failed = 0
+        for name, version in plan.to_resolve:
+            result = run(name, version, rescan)
+            if result is None:
+                continue
+            if result.status is VersionStatus.RESOLVED:
+                resolved += 1
+            else:
+                failed += 1
+        denied = sum(not self.guard.check(t, origin="sweep") for t in plan.protected)
+        tags = mirror_verdicts(self.lifecycle, self.client, plan.seen)
+        self._forget_old_deliveries()
+        return SweepReport(plan.versions, resolved, failed, len(plan.protected), denied, tags)
+
+    def _forget_old_deliveries(self) -> None:
+        # Rows older than the replay window can never be replayed (their timestamp is refused),
+        # so keeping a week of them is ample for diagnosis.
+        cutoff = datetime.now(UTC) - _KEEP_DELIVERIES
+        with self.lifecycle.store.write() as session:
+            session.execute(
+                delete(DeliveryRow).where(
+                    DeliveryRow.received_at < cutoff, DeliveryRow.status != DeliveryStatus.PENDING
+                )
+            )
+
+
+class _RetryError(MamoriError):
+    """A resolution failed in a way worth retrying (registry or download error)."""
+
+
+def build_integration(settings: Settings, lifecycle: Lifecycle) -> MlflowIntegration:
+    """The integration for ``settings`` over ``lifecycle`` (MLflow credentials from its env)."""
+    if not settings.mlflow_tracking_uri:
+        raise ConfigError("mlflow_tracking_uri: set MAMORI_MLFLOW_TRACKING_URI")
+    client = MlflowClient(
+        tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
+    )
+    return MlflowIntegration(lifecycle, client, settings)

@@ -1,0 +1,264 @@
+"""Reconcile the registry with the store, and enforce protected aliases after the fact.
+
+MLflow delivers webhooks fire-and-forget (at most ``MLFLOW_WEBHOOK_REQUEST_MAX_RETRIES`` = 3
+retries, no outbox), and stage transitions, renames and deletes send no event at all. So the
+sweep lists every version (``search_model_versions``, which also reports aliases and stages),
+resolves any version the store has not bound, and checks every protected alias and every
+Production stage against the gate. mamori stays correct when every webhook is lost.
+
+Enforcement (:class:`AliasGuard`) is the defence in depth for servers without the gate plugin:
+a protected alias on a version mamori does not allow raises an ``alert`` audit record and, when
+``mlflow_remove_unapproved_alias`` is on, is deleted (needs MANAGE on the model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+import structlog
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mamori.lifecycle.mlflow.gate import (
+    MLFLOW_PRINCIPAL,
+    PRODUCTION_STAGE,
+    SOURCE,
+    decide_promotion,
+    is_protected,
+)
+from mamori.lifecycle.service import Lifecycle
+from mamori.store.db import audit_append
+from mamori.store.models import ArtifactRow, ArtifactState, BindingRow
+from mamori.store.models_mlflow import MlflowVersionRow, VersionStatus
+
+__all__ = [
+    "VERDICT_TAG",
+    "AliasGuard",
+    "SweepPlan",
+    "Target",
+    "mirror_verdicts",
+    "plan_sweep",
+    "verdict_of",
+]
+
+_log = structlog.get_logger("mamori.mlflow")
+
+VERDICT_TAG: Final = "mamori.verdict"
+"""The tag mamori writes for visibility. No decision ever reads it back: anyone with EDIT
+permission on the model can set any tag."""
+_PAGE: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A protected alias (or the Production stage) and the version it points at."""
+
+    name: str
+    version: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class SweepPlan:
+    """What one pass over the registry found."""
+
+    versions: int
+    to_resolve: tuple[tuple[str, str], ...]
+    protected: tuple[Target, ...]
+    seen: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+
+
+def _pages(client: MlflowClient) -> Iterator[ModelVersion]:
+    token: str | None = None
+    while True:
+        page = client.search_model_versions(max_results=_PAGE, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def plan_sweep(
+    lifecycle: Lifecycle,
+    client: MlflowClient,
+    protected: tuple[str, ...],
+    *,
+    rescan: bool = False,
+) -> SweepPlan:
+    """List the registry; name versions to (re)resolve and protected targets to check."""
+    with lifecycle.store.read() as session:
+        resolved = {
+            (n, v)
+            for n, v in session.execute(
+                select(MlflowVersionRow.name, MlflowVersionRow.version).where(
+                    MlflowVersionRow.status == VersionStatus.RESOLVED
+                )
+            )
+        }
+    to_resolve: list[tuple[str, str]] = []
+    targets: list[Target] = []
+    seen: set[tuple[str, str]] = set()
+    for mv in _pages(client):
+        key = (mv.name, str(mv.version))
+        seen.add(key)
+        if rescan or key not in resolved:
+            to_resolve.append(key)
+        targets.extend(Target(key[0], key[1], a) for a in mv.aliases if is_protected(a, protected))
+        if (mv.current_stage or "").casefold() == PRODUCTION_STAGE.casefold():
+            targets.append(Target(key[0], key[1], PRODUCTION_STAGE))
+    return SweepPlan(len(seen), tuple(to_resolve), tuple(targets), frozenset(seen))
+
+
+class AliasGuard:
+    """Checks a protected alias or stage after the fact; alerts, and removes it when told to."""
+
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        client: MlflowClient,
+        *,
+        protected: tuple[str, ...],
+        remove: bool,
+    ) -> None:
+        """Enforce ``protected`` aliases; delete unapproved ones when ``remove``."""
+        self.lifecycle = lifecycle
+        self.client = client
+        self.protected = protected
+        self.remove = remove
+
+    def check(self, target: Target, *, origin: str) -> bool:
+        """True when the target may stay; otherwise alert (once) and maybe remove it."""
+        if target.target != PRODUCTION_STAGE and not is_protected(target.target, self.protected):
+            return True
+        decision = decide_promotion(
+            self.lifecycle,
+            name=target.name,
+            version=target.version,
+            target=target.target,
+            actor=f"mamori-{origin}",
+            audit=False,
+        )
+        if decision.allowed:
+            return True
+        removed = self._remove(target) if self.remove else ""
+        self._alert(target, decision.reason, removed, origin)
+        return False
+
+    def _remove(self, target: Target) -> str:
+        if target.target == PRODUCTION_STAGE:
+            # Archiving a stage is a write some servers forbid; stages are deprecated in
+            # MLflow 3, so the alert is the enforcement here.
+            return ""
+        try:
+            current = self.client.get_model_version_by_alias(target.name, target.target)
+            if str(current.version) != target.version:
+                return "moved"  # someone re-pointed it meanwhile; the next check judges that
+            self.client.delete_registered_model_alias(target.name, target.target)
+        except MlflowException as exc:
+            return f"failed: {exc.message[:200]}"
+        return "removed"
+
+    def _alert(self, target: Target, reason: str, removed: str, origin: str) -> None:
+        resource = f"{SOURCE}:{target.name}/{target.version}@{target.target}"
+        text = f"{reason}; alias {removed or 'kept (policy)'}"
+        with self.lifecycle.store.write() as session:
+            row = _version_row(session, target.name, target.version)
+            if removed != "removed" and row is not None and row.last_alert == text:
+                return  # the same alert was raised by an earlier run; do not repeat it
+            if row is not None:
+                row.last_alert = text
+            if removed == "removed":
+                audit_append(
+                    session,
+                    principal=MLFLOW_PRINCIPAL,
+                    action="mlflow-alias-removed",
+                    resource=resource,
+                    decision="removed",
+                    policy_ids=("mamori-gate",),
+                    reason=f"{origin}: {reason}",
+                )
+            audit_append(
+                session,
+                principal=MLFLOW_PRINCIPAL,
+                action="alert",
+                resource=resource,
+                decision="not-deployable",
+                policy_ids=("mamori-gate",),
+                reason=f"{origin}: {text}",
+            )
+        _log.warning("mlflow_alert", resource=resource, reason=text, origin=origin)
+
+
+def _version_row(session: Session, name: str, version: str) -> MlflowVersionRow | None:
+    return session.execute(
+        select(MlflowVersionRow).where(
+            MlflowVersionRow.name == name, MlflowVersionRow.version == version
+        )
+    ).scalar()
+
+
+def verdict_of(lifecycle: Lifecycle, name: str, version: str) -> str:
+    """A one-word summary for the mirror tag: approved, unsafe, rejected, safe or pending."""
+    if lifecycle.gate_binding(SOURCE, name, version).allowed:
+        return "approved"
+    with lifecycle.store.read() as session:
+        states = {
+            state
+            for (state,) in session.execute(
+                select(ArtifactRow.state)
+                .join(BindingRow, BindingRow.artifact_id == ArtifactRow.id)
+                .where(
+                    BindingRow.source == SOURCE,
+                    BindingRow.name == name,
+                    BindingRow.version == version,
+                )
+            )
+        }
+    for state, word in (
+        (ArtifactState.UNSAFE, "unsafe"),
+        (ArtifactState.REJECTED, "rejected"),
+        (ArtifactState.QUARANTINED, "pending"),
+    ):
+        if state in states:
+            return word
+    return "safe" if states else "pending"
+
+
+def mirror_verdicts(
+    lifecycle: Lifecycle,
+    client: MlflowClient,
+    versions: frozenset[tuple[str, str]],
+    *,
+    write: Callable[[str, str, str], None] | None = None,
+) -> int:
+    """Write ``mamori.verdict`` tags that changed since the last run; return how many."""
+    written = 0
+    with lifecycle.store.read() as session:
+        last = {
+            (r.name, r.version): r.mirrored
+            for r in session.execute(select(MlflowVersionRow)).scalars()
+            if r.status is VersionStatus.RESOLVED
+        }
+    setter = write or (lambda n, v, value: client.set_model_version_tag(n, v, VERDICT_TAG, value))
+    for key in sorted(versions & last.keys()):
+        word = verdict_of(lifecycle, *key)
+        if word == last[key]:
+            continue
+        try:
+            setter(key[0], key[1], word)
+        except MlflowException as exc:
+            _log.warning("mlflow_tag_mirror", name=key[0], version=key[1], error=exc.message)
+            continue
+        with lifecycle.store.write() as session:
+            row = _version_row(session, *key)
+            if row is not None:
+                row.mirrored = word
+                row.updated_at = datetime.now(UTC)
+        written += 1
+    return written

@@ -1,0 +1,108 @@
+"""Huey tasks of the MLflow integration: process deliveries, resolve, sweep, rescan.
+
+Call :func:`register_mlflow_tasks` once on the queue built by :func:`mamori.jobs.make_queue`
+(it does nothing unless ``mlflow_tracking_uri`` is set). The periodic sweep enqueues one
+``mamori.mlflow.resolve`` task per version to (re)resolve, so N consumers share the work.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, cast
+
+from huey import crontab
+from huey.api import TaskWrapper
+
+from mamori.config import Settings
+from mamori.errors import ConfigError
+from mamori.jobs.queue import JobQueue
+from mamori.lifecycle.mlflow.events import MlflowIntegration, SweepReport, build_integration
+from mamori.lifecycle.mlflow.resolve import Resolution
+
+__all__ = ["MlflowTasks", "register_mlflow_tasks"]
+
+
+@dataclass(frozen=True, slots=True)
+class MlflowTasks:
+    """The registered tasks (call them to enqueue)."""
+
+    process: TaskWrapper
+    resolve: TaskWrapper
+    sweep: TaskWrapper
+    rescan: TaskWrapper
+
+
+_CACHE: dict[tuple[int, int], MlflowIntegration] = {}
+
+
+def _cron(expr: str, what: str) -> Any:
+    fields = expr.split()
+    if len(fields) != 5:  # noqa: PLR2004 - the five cron fields
+        msg = f"{what} must have 5 fields (minute hour day month weekday), got {expr!r}"
+        raise ConfigError(msg)
+    minute, hour, day, month, weekday = fields
+    return crontab(minute=minute, hour=hour, day=day, month=month, day_of_week=weekday)
+
+
+def register_mlflow_tasks(queue: JobQueue, settings: Settings) -> MlflowTasks | None:
+    """Add the MLflow tasks to ``queue``; ``None`` when no tracking URI is configured."""
+    if not settings.mlflow_tracking_uri:
+        return None
+    holder: dict[str, MlflowTasks] = {}
+
+    def integration() -> MlflowIntegration:
+        # Per process: Huey's process workers fork, and clients and pools must not be shared.
+        key = (id(queue.huey), os.getpid())
+        found = _CACHE.get(key)
+        if found is None:
+            found = build_integration(settings, queue.lifecycle())
+            _CACHE[key] = found
+        return found
+
+    def process() -> int:
+        return integration().process_pending()
+
+    def resolve(name: str, version: str, force: bool = False) -> str:
+        return integration().resolver.resolve(name, version, force=force).status.value
+
+    def _enqueue(name: str, version: str, force: bool) -> Resolution | None:
+        holder["tasks"].resolve(name, version, force)
+        return None
+
+    def _report(report: SweepReport) -> dict[str, int]:
+        return {
+            "versions": report.versions,
+            "protected_denied": report.protected_denied,
+            "tags_written": report.tags_written,
+        }
+
+    def sweep() -> dict[str, int]:
+        return _report(integration().sweep(resolve=_enqueue))
+
+    def rescan() -> dict[str, int]:
+        return _report(integration().sweep(rescan=True, resolve=_enqueue))
+
+    huey = queue.huey
+    tasks = MlflowTasks(
+        process=cast("TaskWrapper", huey.task(name="mamori.mlflow.process", retries=2)(process)),
+        resolve=cast(
+            "TaskWrapper",
+            huey.task(name="mamori.mlflow.resolve", retries=2, retry_delay=10)(resolve),
+        ),
+        sweep=cast(
+            "TaskWrapper",
+            huey.periodic_task(
+                _cron(settings.mlflow_sweep_cron, "mlflow_sweep_cron"), name="mamori.mlflow.sweep"
+            )(sweep),
+        ),
+        rescan=cast(
+            "TaskWrapper",
+            huey.periodic_task(
+                _cron(settings.mlflow_rescan_cron, "mlflow_rescan_cron"),
+                name="mamori.mlflow.rescan",
+            )(rescan),
+        ),
+    )
+    holder["tasks"] = tasks
+    return tasks

@@ -1,0 +1,110 @@
+"""Tables of the MLflow integration: webhook deliveries, known registry versions, break-glass.
+
+Kept apart from :mod:`mamori.store.models` (same declarative ``Base``) so the integration's
+schema reads as one unit; revision ``0002`` creates them.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Enum, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from mamori.store.models import Base
+
+__all__ = [
+    "BreakGlassRow",
+    "DeliveryRow",
+    "DeliveryStatus",
+    "MlflowVersionRow",
+    "VersionStatus",
+]
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Where a verified webhook delivery is in its processing."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class VersionStatus(enum.StrEnum):
+    """Whether mamori has bound a registry version's bytes."""
+
+    RESOLVED = "resolved"
+    """Every artifact file was quarantined and bound; scans were queued."""
+    FAILED = "failed"
+    """Resolution failed (registry or download error, limit); retried by the sweep."""
+    GONE = "gone"
+    """The registry no longer has this version."""
+
+
+def _enum(cls: type[enum.StrEnum]) -> Enum:
+    # Stored as strings (not native enums) like the core tables: simple on SQLite and PG.
+    return Enum(
+        cls,
+        native_enum=False,
+        values_callable=lambda e: [m.value for m in e],
+        length=16,
+        validate_strings=True,
+    )
+
+
+class DeliveryRow(Base):
+    """A verified MLflow webhook delivery: the replay guard and the outbox of its work.
+
+    The primary key is MLflow's ``X-MLflow-Delivery-Id``, so a replay (even after a restart)
+    cannot be inserted twice; ``status`` lets a restarted process finish accepted work.
+    """
+
+    __tablename__ = "mlflow_deliveries"
+    __table_args__ = (Index("ix_mlflow_deliveries_status", "status"),)
+
+    delivery_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    event: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column()
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[DeliveryStatus] = mapped_column(_enum(DeliveryStatus))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class MlflowVersionRow(Base):
+    """A registry version mamori has resolved (or tried to): what the sweep compares against."""
+
+    __tablename__ = "mlflow_versions"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_mlflow_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(512))
+    version: Mapped[str] = mapped_column(String(255))
+    status: Mapped[VersionStatus] = mapped_column(_enum(VersionStatus))
+    files: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    mirrored: Mapped[str] = mapped_column(String(32), default="")
+    """The ``mamori.verdict`` tag value last written to MLflow (a mirror; never read back)."""
+    last_alert: Mapped[str] = mapped_column(Text, default="")
+    """The last alert raised for this version, so a sweep does not repeat it every run."""
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BreakGlassRow(Base):
+    """An audited, time-limited exception letting one version take one protected alias."""
+
+    __tablename__ = "mlflow_break_glass"
+    __table_args__ = (Index("ix_mlflow_break_glass_key", "name", "version", "alias"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(512))
+    version: Mapped[str] = mapped_column(String(255))
+    alias: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text)
+    granted_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
