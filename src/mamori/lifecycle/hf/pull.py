@@ -33,7 +33,7 @@ from sqlalchemy import select
 
 from mamori.config import Settings
 from mamori.errors import RegistryError
-from mamori.findings import Verdict
+from mamori.findings import Severity, Verdict
 from mamori.identity.principal import Principal
 from mamori.lifecycle.authz import Action
 from mamori.lifecycle.blobs import StoredBlob
@@ -216,6 +216,8 @@ class _Job:
     repo_id: str
     revision: str
     commit: str
+    accepted_rules: frozenset[str] = frozenset()
+    """Findings the operator accepted for this pull (remote code they explicitly allowed)."""
 
     @property
     def qdir(self) -> Path:
@@ -248,7 +250,15 @@ def pull(
     with contextlib.ExitStack() as stack:
         hub = client or stack.enter_context(_client(settings))
         commit = hub.resolve_commit(repo_id, revision)
-        job = _Job(lifecycle, principal, settings, repo_id, revision, commit)
+        # Remote code allowed at a pinned commit was the operator's explicit choice: the
+        # auto_map finding it causes must not block the release into the local cache. The
+        # stored verdict stays UNSAFE, so deployment still needs an approval override.
+        accepted = (
+            frozenset({"MAM-JSON-001"})
+            if _code_refusal(policy, revision) is None and policy.allow_remote_code
+            else frozenset()
+        )
+        job = _Job(lifecycle, principal, settings, repo_id, revision, commit, accepted)
         state = _State(hub.list_tree(repo_id, commit, max_files=policy.max_files))
         _apply_static_policy(state, policy, revision)
         if not state.reasons:
@@ -450,7 +460,7 @@ def _scan_and_release(job: _Job, state: _State) -> PullResult:
                 version=job.commit,
                 member_path=entry.path,
             )
-            verdict, why, report = _scan(lifecycle, blob.sha256)
+            verdict, why, report = _scan(lifecycle, blob.sha256, job.accepted_rules)
             if report is not None:
                 reports.append(FileReport.model_validate({**report, "path": entry.path}))
             state.status[entry.path] = FileStatus.SAFE if verdict else FileStatus.UNSAFE
@@ -501,8 +511,14 @@ def _store(lifecycle: Lifecycle, entry: TreeEntry, state: _State) -> StoredBlob:
     return blob
 
 
-def _scan(lifecycle: Lifecycle, sha256: str) -> tuple[bool, str, dict[str, Any] | None]:
-    """(SAFE?, why not, stored report). A failed or unfinished scan is not SAFE."""
+def _scan(
+    lifecycle: Lifecycle, sha256: str, accepted: frozenset[str] = frozenset()
+) -> tuple[bool, str, dict[str, Any] | None]:
+    """(releasable?, why not, stored report). A failed or unfinished scan is not releasable.
+
+    An UNSAFE verdict is releasable only when every finding at or above the threshold is of
+    a rule in ``accepted``.
+    """
     view = lifecycle.run_scan(sha256)
     deadline = time.monotonic() + _SCAN_WAIT_SECONDS
     while view is None or view.status not in {ScanStatus.DONE, ScanStatus.FAILED}:
@@ -517,9 +533,21 @@ def _scan(lifecycle: Lifecycle, sha256: str) -> tuple[bool, str, dict[str, Any] 
     report = stored_report(lifecycle, sha256)
     if artifact.state is ArtifactState.REJECTED:
         return False, f"rejected: {artifact.state_reason}", report
-    if view.verdict != Verdict.SAFE.value:
+    if view.verdict != Verdict.SAFE.value and not _only_accepted(report, accepted):
         return False, f"scan verdict {view.verdict}: {artifact.state_reason}", report
     return True, "", report
+
+
+def _only_accepted(report: dict[str, Any] | None, accepted: frozenset[str]) -> bool:
+    if report is None or not accepted:
+        return False
+    threshold = Severity.parse(str(report["threshold"]))
+    blocking = {
+        str(f["rule_id"])
+        for f in report["findings"]
+        if Severity.parse(str(f["severity"])) >= threshold
+    }
+    return bool(blocking) and blocking <= accepted
 
 
 def _audit(lifecycle: Lifecycle, principal: Principal, result: PullResult) -> None:
