@@ -123,7 +123,7 @@ def test_audit_verify_names_the_first_altered_record(runtime, tmp_path):
 def test_audit_verify_catches_a_rewritten_record_by_the_next_link(runtime, tmp_path):
     _scanned(runtime, tmp_path, BENIGN)
     from mamori.audit import record_hash
-    from mamori.service.auditlog import iter_audit
+    from mamori.store.auditlog import iter_audit
 
     first = next(iter_audit(runtime.store))
     forged = AuditRecord(**{**first.to_json(), "policy_ids": (), "decision": "deny"})

@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
 
 import typer
 
@@ -24,12 +24,16 @@ from mamori.cli.exitcodes import (
     EXIT_ERROR,
     EXIT_SAFE,
 )
-from mamori.config import Settings, load_settings
 from mamori.errors import AccessDeniedError, ConfigError, IdentityError, MamoriError
-from mamori.identity.apitokens import Scope
-from mamori.identity.principal import Principal
-from mamori.lifecycle import Action, ArtifactFacts, LifecycleAuthorizer
-from mamori.store.models import ApprovalDecision
+
+if TYPE_CHECKING:
+    # Start-up time: the store, the lifecycle (cedarpy, SQLAlchemy) and the settings
+    # (pydantic-settings) are imported inside the commands that use them, so that
+    # `mamori scan` does not pay for them.
+    from mamori.config import Settings
+    from mamori.identity.principal import Principal
+    from mamori.lifecycle import Action, ArtifactFacts
+    from mamori.store.models import ApprovalDecision
 
 __all__ = [
     "DECIDE_EPILOG",
@@ -50,6 +54,9 @@ DECIDE_EPILOG = (
     f"Exit codes: {EXIT_SAFE} = done; {EXIT_DENIED} = the token was refused or the policies "
     f"denied it; {EXIT_ERROR} = error (unknown digest, no finished scan, bad configuration)."
 )
+_SCOPE_VALUES: Final = ("read", "scan", "gate", "decide", "admin")
+"""The values of :class:`mamori.identity.apitokens.Scope` for --help (a test pins them): that
+module imports SQLAlchemy, which `mamori --help` should not pay for."""
 _CHECK_EPILOG = (
     f"Exit codes: {EXIT_SAFE} = passed; {EXIT_CHECK_FAILED} = failed (named on stderr); "
     f"{EXIT_ERROR} = could not check (unreadable file, bad configuration)."
@@ -80,6 +87,8 @@ def _errors() -> Iterator[None]:
 
 
 def _settings(**overrides: Any) -> Settings:
+    from mamori.config import load_settings  # noqa: PLC0415 -- lazy: pydantic-settings
+
     return load_settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -184,13 +193,15 @@ def _operator() -> str:
 def token_create(
     name: Annotated[str, typer.Option(help="What the token is for, e.g. ci-deploy.")],
     scopes: Annotated[
-        list[str], typer.Option("--scope", help=f"One of {', '.join(s.value for s in Scope)}.")
+        list[str], typer.Option("--scope", help=f"One of {', '.join(_SCOPE_VALUES)}.")
     ],
     roles: Annotated[list[str] | None, typer.Option("--role", help="A role; repeat.")] = None,
     subject: Annotated[str | None, typer.Option(help="Default: ci:<name>.")] = None,
     ttl: Annotated[int | None, typer.Option(min=1, help="Lifetime in seconds.")] = None,
 ) -> None:
     """Create an API token directly in the store; prints the secret once."""
+    from mamori.identity.apitokens import Scope  # noqa: PLC0415 -- lazy: SQLAlchemy
+
     with _errors():
         try:
             parsed = [Scope(s) for s in scopes]
@@ -244,7 +255,7 @@ def _store(settings: Settings) -> Any:
 def audit_verify() -> None:
     """Check every link and hash of the audit chain in the store."""
     from mamori.errors import StoreError  # noqa: PLC0415
-    from mamori.service.auditlog import verify_store_chain  # noqa: PLC0415
+    from mamori.store.auditlog import verify_store_chain  # noqa: PLC0415
 
     with _errors():
         store = _store(_settings())
@@ -264,7 +275,7 @@ def audit_export(
 ) -> None:
     """Write the audit records as JSON lines (one canonical record per line)."""
     from mamori.audit.chain import canonical_json  # noqa: PLC0415
-    from mamori.service.auditlog import iter_audit  # noqa: PLC0415
+    from mamori.store.auditlog import iter_audit  # noqa: PLC0415
 
     with _errors():
         store = _store(_settings())
@@ -294,6 +305,9 @@ def _load_cases(path: Path) -> list[Mapping[str, Any]]:
 def _case(
     index: int, case: Mapping[str, Any]
 ) -> tuple[str, Principal, Action, ArtifactFacts | None, str, bool]:
+    from mamori.identity.principal import Principal  # noqa: PLC0415 -- lazy (start-up time)
+    from mamori.lifecycle import Action, ArtifactFacts  # noqa: PLC0415 -- lazy: cedarpy
+
     where = f"case {index} ({case.get('name', 'unnamed')})"
     try:
         who = case["principal"]
@@ -334,6 +348,7 @@ def policy_test(
     Each case: name, principal {subject, roles, mfa}, action, optional resource {imported_by,
     state, verdict, deployable}, optional reason, and expect = "allow" | "deny".
     """
+    from mamori.lifecycle import LifecycleAuthorizer  # noqa: PLC0415
     from mamori.lifecycle.factory import load_lifecycle_policies  # noqa: PLC0415
 
     with _errors():
@@ -383,6 +398,8 @@ def approve_command(
     token: _Token = None,
 ) -> None:
     """Approve a SAFE artifact (approver role, MFA, not its importer)."""
+    from mamori.store.models import ApprovalDecision  # noqa: PLC0415 -- lazy: SQLAlchemy
+
     _decide(digest, ApprovalDecision.APPROVED, reason, token)
 
 
@@ -392,6 +409,8 @@ def reject_command(
     token: _Token = None,
 ) -> None:
     """Reject an artifact; it is never deployable afterwards."""
+    from mamori.store.models import ApprovalDecision  # noqa: PLC0415 -- lazy: SQLAlchemy
+
     _decide(digest, ApprovalDecision.REJECTED, reason, token)
 
 
@@ -401,4 +420,6 @@ def override_command(
     token: _Token = None,
 ) -> None:
     """Approve an UNSAFE artifact (admin, MFA, not its importer, with a reason)."""
+    from mamori.store.models import ApprovalDecision  # noqa: PLC0415 -- lazy: SQLAlchemy
+
     _decide(digest, ApprovalDecision.OVERRIDE, reason, token)

@@ -30,7 +30,8 @@ from mamori.lifecycle.blobs import BlobStore, StoredBlob
 from mamori.lifecycle.views import ArtifactView, GateResult, Page, ScanView, artifact_view
 from mamori.scan import RULESET_VERSION, ScanPolicy, scan_path
 from mamori.scan.report.schema import build_document
-from mamori.store.db import Store, audit_append, audit_records
+from mamori.store.auditlog import iter_audit
+from mamori.store.db import Store, audit_append
 from mamori.store.models import (
     ApprovalDecision,
     ApprovalRow,
@@ -634,13 +635,7 @@ class Lifecycle:
     def audit(self, principal: Principal, *, after: int = 0) -> Iterator[AuditRecord]:
         """Audit records after ``after``, for export (admins only)."""
         self._authorize(principal, Action.ADMIN, None)
-        while True:
-            with self.store.read() as session:
-                batch = audit_records(session, after=after, limit=1000)
-            if not batch:
-                return
-            yield from batch
-            after = batch[-1].seq
+        return iter_audit(self.store, after=after)
 
     # --- row helpers -----------------------------------------------------------------------
 

@@ -160,20 +160,7 @@ def audit_records(
     query = select(AuditRow).where(AuditRow.seq > after).order_by(AuditRow.seq)
     if limit is not None:
         query = query.limit(limit)
-    return [
-        AuditRecord(
-            seq=row.seq,
-            timestamp=row.timestamp,
-            principal=row.principal,
-            action=row.action,
-            resource=row.resource,
-            decision=row.decision,
-            policy_ids=tuple(row.policy_ids),
-            reason=row.reason,
-            prev_hash=row.prev_hash,
-        )
-        for row in session.execute(query).scalars()
-    ]
+    return [row.to_record() for row in session.execute(query).scalars()]
 
 
 def audit_count(session: Session) -> int:

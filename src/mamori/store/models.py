@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from mamori.audit.chain import AuditRecord
+
 __all__ = [
     "ApiTokenRow",
     "ApprovalDecision",
@@ -214,6 +216,20 @@ class AuditRow(Base):
     reason: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+    def to_record(self) -> AuditRecord:
+        """The chain record this row stores (``hash`` is kept apart, to check it)."""
+        return AuditRecord(
+            seq=self.seq,
+            timestamp=self.timestamp,
+            principal=self.principal,
+            action=self.action,
+            resource=self.resource,
+            decision=self.decision,
+            policy_ids=tuple(self.policy_ids),
+            reason=self.reason,
+            prev_hash=self.prev_hash,
+        )
 
 
 class ApiTokenRow(Base):

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from mamori.audit.chain import GENESIS_HASH, AuditRecord, record_hash
 from mamori.errors import StoreError
-from mamori.store import Store
+from mamori.store.db import Store
 from mamori.store.models import AuditRow
 
 __all__ = ["iter_audit", "verify_store_chain"]
@@ -23,25 +23,11 @@ __all__ = ["iter_audit", "verify_store_chain"]
 _BATCH: Final = 1000
 
 
-def _record(row: AuditRow) -> AuditRecord:
-    return AuditRecord(
-        seq=row.seq,
-        timestamp=row.timestamp,
-        principal=row.principal,
-        action=row.action,
-        resource=row.resource,
-        decision=row.decision,
-        policy_ids=tuple(row.policy_ids),
-        reason=row.reason,
-        prev_hash=row.prev_hash,
-    )
-
-
 def _rows(store: Store, after: int) -> Iterator[tuple[AuditRecord, str]]:
     while True:
         with store.read() as session:
             batch = [
-                (_record(row), row.hash)
+                (row.to_record(), row.hash)
                 for row in session.execute(
                     select(AuditRow)
                     .where(AuditRow.seq > after)
