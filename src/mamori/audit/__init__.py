@@ -1,6 +1,6 @@
 """The hash-chained audit log shared by the GenAI gateway and the lifecycle service.
 
-:class:`mamori.audit.sql.SqlAuditLog` (imported from its module, since it needs the store)
+:class:`mamori.store.auditlog.SqlAuditLog` (in the store package, which it needs)
 writes GenAI decisions into the lifecycle store's ``audit_log`` table, on the same chain.
 """
 

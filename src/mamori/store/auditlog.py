@@ -8,17 +8,17 @@ newest hash outside the database (exporting it somewhere append-only) closes tha
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 from sqlalchemy import select
 
 from mamori.audit.chain import GENESIS_HASH, AuditRecord, record_hash
 from mamori.errors import StoreError
-from mamori.store.db import Store
+from mamori.store.db import Store, audit_append, audit_records
 from mamori.store.models import AuditRow
 
-__all__ = ["iter_audit", "verify_store_chain"]
+__all__ = ["SqlAuditLog", "iter_audit", "verify_store_chain"]
 
 _BATCH: Final = 1000
 
@@ -71,3 +71,42 @@ def verify_store_chain(store: Store) -> int:
             raise StoreError(msg)
         expected_prev = actual
     return count
+
+
+class SqlAuditLog:
+    """Append each decision to the store's audit chain in its own committed transaction."""
+
+    def __init__(self, store: Store) -> None:
+        """Use ``store`` (already migrated); nothing is read or cached here."""
+        self._store = store
+
+    def record(
+        self,
+        *,
+        principal: str,
+        action: str,
+        resource: str,
+        decision: str,
+        policy_ids: Sequence[str],
+        reason: str,
+    ) -> AuditRecord:
+        """Commit one record before returning it.
+
+        Raises:
+            StoreError: the record was not stored (the authorizer then denies).
+        """
+        with self._store.write() as session:
+            return audit_append(
+                session,
+                principal=principal,
+                action=action,
+                resource=resource,
+                decision=decision,
+                policy_ids=tuple(policy_ids),
+                reason=reason,
+            )
+
+    def records(self) -> Sequence[AuditRecord]:
+        """Every stored record, GenAI and lifecycle alike, in chain order."""
+        with self._store.read() as session:
+            return audit_records(session)

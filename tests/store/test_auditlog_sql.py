@@ -6,11 +6,11 @@ import pytest
 from sqlalchemy import text
 
 from mamori.audit import verify_chain
-from mamori.audit.sql import SqlAuditLog
 from mamori.errors import StoreError
 from mamori.genai import ContextFactory, Session
 from mamori.genai.hospital import HOSPITAL_DOMAIN, build_hospital, synthetic_data
 from mamori.identity import DevIssuer, JwksSource, VerifierConfig
+from mamori.store.auditlog import SqlAuditLog
 from mamori.store.db import Store, audit_append, audit_records
 
 DIM = 4
