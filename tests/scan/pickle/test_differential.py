@@ -194,24 +194,58 @@ def repetitive_pickles(draw: st.DrawFn) -> bytes:
 
 
 @contextlib.contextmanager
-def _tiny_caps() -> Iterator[None]:
-    """Keep 2 items per container, batch 3 items, try templates every 2 opcodes."""
+def _tiny_caps(*, frame_size: int | None = None, span: int | None = None) -> Iterator[None]:
+    """Keep 2 items per container, batch 3 items, try templates every 2 opcodes.
+
+    ``frame_size`` makes the pure-Python pickler cut protocol 4+ frames that small (so frames
+    end inside entries); ``span`` bounds each regex pass of a template run to that many bytes.
+    """
     from mamori.scan.pickle import fast, template, values
 
-    saved = (values.MAX_KEPT_ITEMS, fast._CHUNK, template._MIN_RUN, pickle._Pickler._BATCHSIZE)  # type: ignore[attr-defined]
+    saved = (
+        values.MAX_KEPT_ITEMS,
+        fast._CHUNK,
+        template._MIN_RUN,
+        template._SPAN,
+        pickle._Pickler._BATCHSIZE,  # type: ignore[attr-defined]
+        pickle._Framer._FRAME_SIZE_TARGET,  # type: ignore[attr-defined]
+    )
     values.MAX_KEPT_ITEMS, fast._CHUNK, template._MIN_RUN = 2, 2, 1
+    template._SPAN = span or saved[3]
     pickle._Pickler._BATCHSIZE = 3  # type: ignore[attr-defined]
+    pickle._Framer._FRAME_SIZE_TARGET = frame_size or saved[5]  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        values.MAX_KEPT_ITEMS, fast._CHUNK, template._MIN_RUN = saved[:3]
-        pickle._Pickler._BATCHSIZE = saved[3]  # type: ignore[attr-defined]
+        values.MAX_KEPT_ITEMS, fast._CHUNK, template._MIN_RUN, template._SPAN = saved[:4]
+        pickle._Pickler._BATCHSIZE = saved[4]  # type: ignore[attr-defined]
+        pickle._Framer._FRAME_SIZE_TARGET = saved[5]  # type: ignore[attr-defined]
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.data())
 def test_template_runs_agree_with_the_reference(data: st.DataObject) -> None:
     with _tiny_caps():
+        _same(data.draw(repetitive_pickles()))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data(), st.integers(1, 80))
+def test_template_runs_split_into_short_regex_spans_agree(data: st.DataObject, span: int) -> None:
+    # Units that end exactly at a span's bound, or straddle it, must be found again by the
+    # next span (the unit's lookahead must see the real next opcode).
+    with _tiny_caps(span=span):
+        _same(data.draw(repetitive_pickles()))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data(), st.integers(4, 120))
+def test_template_runs_resuming_after_frames_inside_entries_agree(
+    data: st.DataObject, frame_size: int
+) -> None:
+    # Small frames end in the middle of entries: the fast loop stops at each closer that
+    # returns to the capped batch so that a template run can resume at the next entry.
+    with _tiny_caps(frame_size=frame_size):
         _same(data.draw(repetitive_pickles()))
 
 
@@ -269,3 +303,27 @@ def test_memo_get_into_a_lazy_run_materializes_it(monkeypatch) -> None:
     monkeypatch.setattr(lazy, "materialize", spy)
     assert _run(probe, fast=True).root == "s5899"
     assert built
+
+
+def test_template_runs_resume_at_the_next_entry_after_a_frame(monkeypatch) -> None:
+    from mamori.scan.pickle import fast
+
+    value = {f"k{i}": [i, float(i), f"s{i}", (i, i + 1)] for i in range(20_000)}
+    data = pickle.dumps(value, protocol=4)  # ~15 frames, each ending inside an entry
+    looped: list[tuple[int, int]] = []
+    original = fast.fast_loop
+
+    def spy(m, chunk=None, **kwargs):
+        start, before = m.w.offset, m.trace.opcodes
+        done = original(m, chunk, **kwargs)
+        looped.append((start, m.trace.opcodes - before))
+        return done
+
+    monkeypatch.setattr(fast, "fast_loop", spy)
+    trace = _run(data, fast=True)
+    # The first 3000 entries (three batches, up to the one that fills the keep cap) are built
+    # one opcode at a time; after that, only the few opcodes of the entry a FRAME cuts (and
+    # the batch boundaries) go through the tight loop, not a whole chunk per frame.
+    late = sum(ops for start, ops in looped if start > len(data) // 4)
+    assert late < 12 * 64
+    assert trace.opcodes == _run(data, fast=False).opcodes

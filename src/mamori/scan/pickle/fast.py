@@ -1,11 +1,13 @@
 """The fast path: a tight loop over the window for the data opcodes that dominate big pickles.
 
-It handles only opcodes whose effect is plain data (scalars, strings, containers, memo) and
-does exactly what :meth:`Machine.step` does for them, with the interpreter state held in
-local variables. Anything else, anything that would fail, and anything near the end of the
-window or of a FRAME stops the loop *before* the opcode, so the reference interpreter executes
-that opcode (and reports the exact error). ``tests/scan/pickle/test_differential.py`` checks
-with Hypothesis that both paths give identical results.
+It handles the opcodes whose effect is plain data (scalars, strings, containers, memo), plus
+REDUCE and BINPERSID through the interpreter's own effect methods (one of each per tensor in
+a torch pickle), and does exactly what :meth:`Machine.step` does for them, with the
+interpreter state held in local variables. Anything else, anything that would fail, and
+anything near the end of the window or of a FRAME stops the loop *before* the opcode, so the
+reference interpreter executes that opcode (and reports the exact error).
+``tests/scan/pickle/test_differential.py`` checks with Hypothesis that both paths give
+identical results.
 """
 
 # Opcode bytes are compared by value throughout (0x8C is SHORT_BINUNICODE, named in a
@@ -20,7 +22,15 @@ from mamori.scan.pickle.lazy import prepare_step
 from mamori.scan.pickle.machine import CHECK_EVERY
 from mamori.scan.pickle.reader import KEEP_LIMIT
 from mamori.scan.pickle.template import attempt
-from mamori.scan.pickle.values import DictV, FrozenSetV, LazyBlock, ListV, SetV, Value
+from mamori.scan.pickle.values import (
+    CallKind,
+    DictV,
+    FrozenSetV,
+    LazyBlock,
+    ListV,
+    SetV,
+    Value,
+)
 
 if TYPE_CHECKING:
     from mamori.scan.pickle.machine import Machine
@@ -57,7 +67,11 @@ def fast_path(m: Machine) -> None:
 
 def _inside_capped(m: Machine) -> bool:
     """True when an enclosing frame (not the current one) fills a container past its cap."""
-    for frame in m.metastack[-4:-1]:
+    meta = m.metastack
+    # Indexing, not slicing: this runs between every two reference steps, and each
+    # container allocated counts towards the cyclic GC's next collection.
+    for i in range(2, min(len(meta), 4) + 1):
+        frame = meta[-i]
         top = frame[-1] if frame else None
         if type(top) in _CONTAINERS and top.dropped:  # type: ignore[union-attr]  # type checked
             return True
@@ -98,6 +112,10 @@ def fast_loop(  # noqa: C901, PLR0912, PLR0915 - one dispatch on the opcode
     memo = m.memo
     stack: list[Value] = m.stack
     metastack = m.metastack
+    # The effects of the code-running opcodes are shared with the reference path, so that
+    # REDUCE and BINPERSID (one per tensor in a torch pickle) need no hand-over.
+    call = m._call  # noqa: SLF001 - the interpreter's own effect, shared on purpose
+    persistent = m._persistent  # noqa: SLF001 - idem
     try:
         while pos < limit and ops < budget:
             op = buf[pos]
@@ -293,6 +311,20 @@ def fast_loop(  # noqa: C901, PLR0912, PLR0915 - one dispatch on the opcode
                     ops += 1
                     budget = ops
                     break
+            elif op == 0x52:  # REDUCE
+                if len(stack) < 2 or (blocks and _lazy_in(stack, 2)):
+                    break
+                args = stack.pop()
+                tr.pure = False
+                stack[-1] = call(stack[-1], args, CallKind.REDUCE, w.base + pos)
+                pos += 1
+            elif op == 0x51:  # BINPERSID
+                if not stack or (blocks and type(stack[-1]) is LazyBlock):
+                    break
+                pid = stack.pop()
+                m.stack = stack  # persistent() pushes onto the machine's current frame
+                persistent(pid, w.base + pos)
+                pos += 1
             elif op in (0x74, 0x6C, 0x64, 0x91):  # TUPLE, LIST, DICT, FROZENSET
                 if (
                     not metastack
@@ -335,7 +367,7 @@ def _fills_capped(metastack: list[list[Value]]) -> bool:
     """True when the current frame's items go into a container past its cap."""
     below = metastack[-1] if metastack else None
     top = below[-1] if below else None
-    return type(top) in _CONTAINERS and top.dropped  # type: ignore[union-attr]  # type checked
+    return type(top) in _CONTAINERS and bool(top.dropped)  # type: ignore[union-attr]  # type checked
 
 
 def _lazy_in(stack: list[Value], n: int) -> bool:

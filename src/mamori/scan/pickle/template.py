@@ -311,7 +311,9 @@ def attempt(m: Machine) -> bool:  # noqa: C901, PLR0911, PLR0912 - a sequence of
         return False
     memo_start = len(m.memo) + m.memo_extra
     memo_count = count * template.memos
-    if template.puts and not _sequential(template, args, buf, (pos, stop), memo_start, memo_count):
+    if template.puts and not _sequential(
+        template, args, buf, (pos, stop), start=memo_start, count=memo_count
+    ):
         m.template_wait = m.trace.opcodes + _BACKOFF
         return False
     block = LazyBlock(
@@ -355,8 +357,9 @@ def _seek_boundary(m: Machine, frame: list[Value], items: int) -> bool:
 
 
 _SPAN: Final = 1 << 16
-"""Bytes per ``findall``: bounds the list of units (a 2-byte unit per entry) held at once.
-Longer than any unit (at most 64 opcodes of at most 260 bytes), so each call makes progress."""
+"""Bytes per ``findall``, so that the list of matched units it returns stays small (at most
+32768 two-byte units) however big the window is. Longer than any unit (at most 64 opcodes of
+at most 260 bytes each), so every span but the last yields units."""
 _ARGS: Final = itemgetter(slice(1, None))
 
 
@@ -395,6 +398,7 @@ def _sequential(
     joined: bytes,
     buf: bytes,
     span: tuple[int, int],
+    *,
     start: int,
     count: int,
 ) -> bool:

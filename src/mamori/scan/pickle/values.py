@@ -264,7 +264,7 @@ def to_literal(value: Value, *, keep_refs: bool = False) -> object:
         return NOT_LITERAL
 
 
-def _plain(value: Value, depth: int, budget: list[int], *, keep_refs: bool) -> object:  # noqa: C901, PLR0911 - one branch per value type
+def _plain(value: Value, depth: int, budget: list[int], *, keep_refs: bool) -> object:  # noqa: PLR0911 - one branch per value type
     budget[0] -= 1
     if depth > _MAX_DEPTH or budget[0] < 0:
         raise _NotLiteralError
@@ -273,19 +273,22 @@ def _plain(value: Value, depth: int, budget: list[int], *, keep_refs: bool) -> o
     if keep_refs and isinstance(value, GlobalRef):
         return value
 
-    def sub(v: Value) -> object:
-        return _plain(v, depth + 1, budget, keep_refs=keep_refs)
-
+    # Direct recursion, no closure per node: persistent ids (one per tensor in a torch
+    # pickle) all pass through here.
+    d = depth + 1
     if isinstance(value, tuple):
-        return tuple(sub(v) for v in value)
+        return tuple([_plain(v, d, budget, keep_refs=keep_refs) for v in value])
     if isinstance(value, Container) and value.dropped:
         raise _NotLiteralError
     if isinstance(value, ListV):
-        return [sub(v) for v in value.items]
+        return [_plain(v, d, budget, keep_refs=keep_refs) for v in value.items]
     if isinstance(value, DictV):
-        return {sub(k): sub(v) for k, v in value.pairs()}
+        return {
+            _plain(k, d, budget, keep_refs=keep_refs): _plain(v, d, budget, keep_refs=keep_refs)
+            for k, v in value.pairs()
+        }
     if isinstance(value, SetV):
-        return {sub(v) for v in value.items}
+        return {_plain(v, d, budget, keep_refs=keep_refs) for v in value.items}
     if isinstance(value, FrozenSetV):
-        return frozenset(sub(v) for v in value.items)
+        return frozenset([_plain(v, d, budget, keep_refs=keep_refs) for v in value.items])
     raise _NotLiteralError
