@@ -1,6 +1,6 @@
 """Pickle analyser speed: CPU MB/s of ``mamori.scan.scan_path`` against ``pickletools.genops``.
 
-Standalone: ``.venv/bin/python bench/pickle_speed.py [--runs N] [--quick]``. Builds the test
+Standalone: ``.venv/bin/python bench/pickle_speed_bench.py [--runs N] [--quick]``. Builds the test
 pickles under ``bench/work/pickle-speed/`` (gitignored), then for each file measures, as the
 median of N runs of CPU time (``time.process_time``; the machine is shared, wall time is
 noise):
