@@ -23,12 +23,7 @@ SAMPLES = all_samples()
 
 # Detection gaps found by this corpus and owned by other modules, as of the corpus's first
 # run. Strict xfail: when a gap is fixed the test XPASSes and fails, so delete its entry.
-KNOWN_GAPS: dict[str, str] = {
-    "torchscript-trace": "TorchScript code scanner reports MAM-TORCH-022 on the getattr() "
-    "calls torch.jit.trace emits for nn.Sequential (false positive)",
-    "torch-zip-duplicate-data-pkl": "MAM-ZIP-003 is reported but the second archive/data.pkl "
-    "(the one zipfile-based loaders read) is not analysed, so MAM-PKL-001 is missing",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def _param(sample: Sample):

@@ -8,10 +8,7 @@ import typer
 from rich.console import Console
 
 from mamori.cli.exitcodes import EXIT_ERROR
-from mamori.config import load_settings
 from mamori.errors import MamoriError
-from mamori.jobs import make_queue, run_worker
-from mamori.jobs.queue import enqueue_scan
 
 __all__ = ["rescan_command", "worker_command"]
 
@@ -24,6 +21,10 @@ def worker_command(
     ] = None,
 ) -> None:
     """Consume scan jobs (SQLite queue by default, Redis with MAMORI_QUEUE_URL)."""
+    # Lazy: the queue imports huey, redis, SQLAlchemy and the lifecycle (start-up time).
+    from mamori.config import load_settings  # noqa: PLC0415
+    from mamori.jobs import run_worker  # noqa: PLC0415
+
     try:
         run_worker(load_settings(), workers=workers)
     except MamoriError as exc:
@@ -33,6 +34,10 @@ def worker_command(
 
 def rescan_command() -> None:
     """Queue a scan for every artifact without a finished scan under the current ruleset."""
+    from mamori.config import load_settings  # noqa: PLC0415 -- lazy (start-up time)
+    from mamori.jobs import make_queue  # noqa: PLC0415
+    from mamori.jobs.queue import enqueue_scan  # noqa: PLC0415
+
     try:
         queue = make_queue(load_settings())
         pending = queue.lifecycle().pending_scans()

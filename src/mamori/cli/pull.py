@@ -15,7 +15,6 @@ from typing import Annotated, NoReturn
 import typer
 
 from mamori.cli.exitcodes import EXIT_CHECK_FAILED, EXIT_DENIED, EXIT_ERROR, EXIT_SAFE
-from mamori.config import load_settings
 from mamori.errors import AccessDeniedError, IdentityError, MamoriError
 
 __all__ = ["PULL_EPILOG", "PullFormat", "pull_command"]
@@ -67,6 +66,7 @@ def pull_command(
     ] = None,
 ) -> None:
     """Download a Hugging Face repo into quarantine, verify and scan it; release it if SAFE."""
+    from mamori.config import load_settings  # noqa: PLC0415 - pydantic-settings; start-up time
     from mamori.lifecycle.hf import PullPolicy, pull  # noqa: PLC0415 - keeps `mamori --help` fast
     from mamori.service.runtime import build_runtime  # noqa: PLC0415
 

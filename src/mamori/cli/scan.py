@@ -29,9 +29,8 @@ from mamori.cli.exitcodes import EXIT_ERROR, EXIT_SAFE, EXIT_UNSAFE
 from mamori.errors import MamoriError
 from mamori.findings import ScanReport, Severity, Verdict
 from mamori.scan import ScanPolicy, scan_path
-from mamori.scan.policy_file import load_policy
 from mamori.scan.report import ReportFormat, render
-from mamori.scan.report.schema import severity_label
+from mamori.scan.report._labels import severity_label
 from mamori.scan.report.text import printable
 from mamori.scan.rules import RULES, RULESET_VERSION
 
@@ -55,7 +54,13 @@ def _parse_format(value: str) -> ReportFormat:
 
 
 def _policy(policy_file: Path | None, fail_on: str | None, md5: bool) -> ScanPolicy:
-    policy = ScanPolicy() if policy_file is None else load_policy(policy_file)
+    if policy_file is None:
+        policy = ScanPolicy()
+    else:
+        # Lazy: the policy file is validated with pydantic, which a plain scan does not need.
+        from mamori.scan.policy_file import load_policy  # noqa: PLC0415
+
+        policy = load_policy(policy_file)
     if fail_on is not None:
         try:
             threshold = Severity.parse(fail_on)

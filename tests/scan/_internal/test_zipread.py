@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import pickle
 import stat
 import struct
 import warnings
@@ -18,6 +20,12 @@ from mamori.scan._internal.zipread import zip_names_from_probe
 from mamori.scan.formats.interface import Probe
 from mamori.scan.limits import ScanLimits
 from mamori.scan.policy import ScanPolicy
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
 
 CENTRAL = b"PK\x01\x02"
 LOCAL = b"PK\x03\x04"
@@ -108,6 +116,26 @@ def test_a_local_size_that_differs_from_the_central_size_is_reported():
 def test_duplicate_member_names_are_reported():
     data = make_zip([("a.bin", b"one"), ("a.bin", b"two")])
     assert "MAM-ZIP-003" in rules(scan_bytes(data, "a.zip"))
+
+
+def test_every_copy_of_a_duplicated_name_is_scanned_by_content_under_its_own_label():
+    """zipfile reads the last entry of a name, miniz the first: both are scanned."""
+    evil = pickle.dumps(_Payload(), protocol=2)
+    data = make_zip([("model.pkl", pickle.dumps([1, 2])), ("model.pkl", evil)])
+    report = scan_bytes(data, "a.zip")
+    second = local_offsets(data)[1]
+    label = f"model.pkl [copy 2 at offset {second}]"
+    assert [m.path for m in report.members] == [("model.pkl",), (label,)]
+    hits = [f for f in report.findings if f.rule_id == "MAM-PKL-001"]
+    assert hits
+    assert {f.location.member for f in hits} == {(label,)}
+
+
+def test_a_payload_in_the_first_copy_of_a_duplicated_name_is_found_too():
+    evil = pickle.dumps(_Payload(), protocol=2)
+    data = make_zip([("model.pkl", evil), ("model.pkl", pickle.dumps([1, 2]))])
+    hits = [f for f in scan_bytes(data, "a.zip").findings if f.rule_id == "MAM-PKL-001"]
+    assert {f.location.member for f in hits} == {("model.pkl",)}
 
 
 def test_names_that_collide_after_case_folding_are_reported():

@@ -249,3 +249,11 @@ def _base() -> bytes:
 
 
 _MUTATION_BASE = _base()
+
+
+def test_the_kept_string_limit_is_four_times_the_template_limit():
+    """gguf spells the limit as a literal (so jinja2 loads lazily); it must track jinja_check."""
+    from mamori.scan._internal.jinja_check import MAX_TEMPLATE_CHARS
+    from mamori.scan.formats import gguf
+
+    assert gguf._MAX_STRING_KEPT == 4 * MAX_TEMPLATE_CHARS

@@ -222,3 +222,41 @@ def test_dumps_of_every_binary_protocol_are_consumed_exactly(protocol):
     report = scan_bytes(buf.getvalue(), "a.joblib")
     assert report.format is FileFormat.JOBLIB
     assert report.verdict is Verdict.SAFE, report.findings
+
+
+# --- dumps whose first 64 KiB do not name joblib.numpy_pickle ---------------------------------
+# The joblib sniff only sees the head; a large first entry pushes the first array past it and
+# the PICKLE handler gets the file. It defers to joblib's reading when it meets the wrapper.
+_LATE = "x" * 100_000
+
+
+def test_a_dump_whose_first_array_lies_past_the_sniff_window_is_read_as_joblib():
+    data = _raw({"pad": _LATE, "w": np.arange(1000, dtype="f8"), "o": np.array([1, "a"], "O")})
+    assert b"joblib.numpy_pickle" not in data[:65536]
+    report = scan_bytes(data, "late.joblib")
+    assert report.format is FileFormat.JOBLIB
+    assert report.verdict is Verdict.SAFE, report.findings
+
+
+def test_a_payload_in_a_late_joblib_dump_is_still_found():
+    data = _raw({"pad": _LATE, "w": np.arange(1000, dtype="f8"), "x": _Payload()})
+    report = scan_bytes(data, "late.joblib")
+    assert report.format is FileFormat.JOBLIB
+    assert "MAM-PKL-001" in _rules(report)
+    assert "MAM-PKL-011" not in _rules(report)  # the array bytes were not read as opcodes
+
+
+def test_a_late_joblib_dump_is_recognised_even_when_the_policy_allows_the_wrapper():
+    from mamori.scan import ScanPolicy
+
+    data = _raw({"pad": _LATE, "w": np.arange(1000, dtype="f8")})
+    allow = ScanPolicy(allowed_globals=frozenset({"joblib.numpy_pickle.NumpyArrayWrapper"}))
+    report = scan_bytes(data, "late.joblib", policy=allow)
+    assert report.format is FileFormat.JOBLIB
+    assert report.verdict is Verdict.SAFE, report.findings
+
+
+def test_a_plain_pickle_keeps_its_format_and_its_findings():
+    report = scan_bytes(pickle.dumps({"pad": _LATE, "x": _Payload()}), "plain.pkl")
+    assert report.format is FileFormat.PICKLE
+    assert "MAM-PKL-001" in _rules(report)

@@ -37,12 +37,15 @@ class MemberContext:
         name: str | None,
         *,
         extra_allowed: frozenset[str] = frozenset(),
+        extra_denied: frozenset[str] = frozenset(),
         drop: Callable[[Finding], bool] | None = None,
     ) -> None:
         """Scope ``parent`` to member ``name`` (``None``: the parent's own source).
 
-        ``extra_allowed`` globals are treated as safe; findings for which ``drop`` returns
-        True are discarded (a format that knows a generic finding does not apply to it).
+        ``extra_allowed`` globals are treated as safe; ``extra_denied`` ones are reported
+        whatever else allows them (a handler watching for one global); findings for which
+        ``drop`` returns True are discarded (a format that knows a generic finding does not
+        apply to it).
         """
         self._parent = parent
         self._path = parent.member_path if name is None else (*parent.member_path, name)
@@ -51,6 +54,10 @@ class MemberContext:
         if extra_allowed:
             policy = dataclasses.replace(
                 policy, allowed_globals=policy.allowed_globals | extra_allowed
+            )
+        if extra_denied:
+            policy = dataclasses.replace(
+                policy, denied_globals=policy.denied_globals | extra_denied
             )
         self._policy = policy
 

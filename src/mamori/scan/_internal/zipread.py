@@ -100,10 +100,33 @@ class ZipDirectory:
     def __init__(self, source: Source, entries: tuple[ZipEntry, ...]) -> None:
         self.source = source
         self.entries = entries
+        # Readers disagree on a duplicated name (zipfile reads the last entry, miniz and
+        # libzip the first), so every copy is scanned, each under its own label.
+        self._labels: dict[int, str] = {}
+        seen: dict[str, int] = {}
+        for entry in entries:
+            copy = seen[entry.name] = seen.get(entry.name, 0) + 1
+            if copy > 1:
+                self._labels[id(entry)] = (
+                    f"{entry.name} [copy {copy} at offset {entry.local_header_offset}]"
+                )
 
     def names(self) -> list[str]:
         """Member names in central-directory order (duplicates kept)."""
         return [e.name for e in self.entries]
+
+    def label(self, entry: ZipEntry) -> str:
+        """The member name to report ``entry`` under.
+
+        The name itself for the first entry of a name; for a later entry with the same name
+        (MAM-ZIP-003) the name with its copy number and local-header offset, so findings and
+        member digests of the copies stay apart.
+        """
+        return self._labels.get(id(entry), entry.name)
+
+    def is_duplicate(self, entry: ZipEntry) -> bool:
+        """Whether an earlier entry of the central directory has the same name."""
+        return id(entry) in self._labels
 
     def readable(self, entry: ZipEntry) -> bool:
         """Whether :meth:`member_source` can produce the entry's content."""
@@ -163,7 +186,7 @@ class ZipDirectory:
                 if expands:
                     _member_finding(
                         ctx,
-                        entry.name,
+                        self.label(entry),
                         "MAM-LIM-006",
                         f"declared expansion {entry.compressed_size} -> {entry.size} bytes "
                         f"exceeds ratio {limits.max_compression_ratio}; not decompressed",
@@ -172,7 +195,7 @@ class ZipDirectory:
                 if entry.size > limits.max_decompressed_bytes:
                     _member_finding(
                         ctx,
-                        entry.name,
+                        self.label(entry),
                         "MAM-LIM-001",
                         f"declared size {entry.size} exceeds the decompression limit; "
                         "not decompressed",
@@ -180,7 +203,7 @@ class ZipDirectory:
                     continue
             scan_child_guarded(
                 ctx,
-                entry.name,
+                self.label(entry),
                 self.member_source(entry, ctx),
                 opaque=opaque(entry),
                 expected_crc32=entry.crc32,

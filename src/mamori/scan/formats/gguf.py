@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import IO, Final
 
 from mamori.findings import FileFormat
-from mamori.scan._internal.jinja_check import MAX_TEMPLATE_CHARS, report_template
 from mamori.scan._internal.source import Source
 from mamori.scan.formats.interface import FormatHandler, Probe, ScanContext
 
@@ -30,7 +29,9 @@ _DEFAULT_ALIGNMENT: Final = 32
 _MAX_DIMS: Final = 4  # GGML_MAX_DIMS in ggml.h; llama.cpp rejects more
 _MAX_NAME: Final = 64  # GGML_MAX_NAME; llama.cpp rejects longer tensor names
 _MAX_KEY: Final = 1 << 16
-_MAX_STRING_KEPT: Final = 4 * MAX_TEMPLATE_CHARS
+# Four times jinja_check.MAX_TEMPLATE_CHARS (a test pins it): a literal, because importing
+# jinja_check imports jinja2, which only a file with a chat template should pay for.
+_MAX_STRING_KEPT: Final = 4 << 20
 _MAX_ARRAY_DEPTH: Final = 8
 _MAX_REPORTED: Final = 20
 _TEMPLATE_KEY: Final = "tokenizer.chat_template"
@@ -369,4 +370,7 @@ def _check_data(reader: _Reader, state: _State, tensors: list[_Tensor]) -> None:
 
 
 def _check_chat_template(key: str, template: str, offset: int, ctx: ScanContext) -> None:
+    # Lazy: jinja2 is imported only when a template is present (start-up time).
+    from mamori.scan._internal.jinja_check import report_template  # noqa: PLC0415
+
     report_template(key, template, ctx, offset=offset)

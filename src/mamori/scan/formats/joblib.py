@@ -40,7 +40,7 @@ from mamori.scan.pickle import (
 )
 from mamori.scan.pickle.values import to_literal
 
-__all__ = ["JoblibHandler", "JoblibHooks"]
+__all__ = ["WRAPPER_DOTTED", "JoblibHandler", "JoblibHooks", "scan_joblib"]
 
 _WRAPPER: Final = GlobalRef("joblib.numpy_pickle", "NumpyArrayWrapper")
 # joblib < 0.10 kept arrays in companion files next to the dump, named in the wrapper state.
@@ -278,26 +278,35 @@ class JoblibHandler(FormatHandler):
 
     def scan(self, source: Source, ctx: ScanContext) -> None:
         """Analyse the one pickle joblib.load reads; anything after it is a finding."""
-        hooks = JoblibHooks(ctx)
-        # joblib commits the current FRAME before writing array bytes and opens a new one
-        # after them (numpy_pickle.py, NumpyPickler.save), so the opcode after inline data
-        # legitimately follows the end of a frame: that one framing finding does not apply.
-        scoped = MemberContext(
-            ctx,
-            None,
-            # The wrapper only carries shape/order/dtype attributes; the hook checks them.
-            extra_allowed=frozenset({_WRAPPER.dotted}),
-            drop=lambda f: f.rule_id == "MAM-PKL-016" and f.location.offset in hooks.resumes,
-        )
-        with source.open() as stream:
-            result = analyse_one(stream, scoped, hooks=hooks)
-            if not result.complete:
-                return
-            rest = stream.read(1)
-            if rest:
-                ctx.report(
-                    "MAM-JOBLIB-004",
-                    "bytes follow the joblib pickle; joblib.load never reads them",
-                    offset=result.end,
-                )
-                analyse_stream(pushback(rest, stream), ctx, offset_base=result.end)
+        scan_joblib(source, ctx)
+
+
+WRAPPER_DOTTED: Final = _WRAPPER.dotted
+"""The global that marks a joblib dump (for handlers that meet it late: the PICKLE one)."""
+
+
+def scan_joblib(source: Source, ctx: ScanContext) -> None:
+    """Analyse ``source`` as joblib.load reads it: one pickle with inline array data."""
+    hooks = JoblibHooks(ctx)
+    # joblib commits the current FRAME before writing array bytes and opens a new one
+    # after them (numpy_pickle.py, NumpyPickler.save), so the opcode after inline data
+    # legitimately follows the end of a frame: that one framing finding does not apply.
+    scoped = MemberContext(
+        ctx,
+        None,
+        # The wrapper only carries shape/order/dtype attributes; the hook checks them.
+        extra_allowed=frozenset({_WRAPPER.dotted}),
+        drop=lambda f: f.rule_id == "MAM-PKL-016" and f.location.offset in hooks.resumes,
+    )
+    with source.open() as stream:
+        result = analyse_one(stream, scoped, hooks=hooks)
+        if not result.complete:
+            return
+        rest = stream.read(1)
+        if rest:
+            ctx.report(
+                "MAM-JOBLIB-004",
+                "bytes follow the joblib pickle; joblib.load never reads them",
+                offset=result.end,
+            )
+            analyse_stream(pushback(rest, stream), ctx, offset_base=result.end)

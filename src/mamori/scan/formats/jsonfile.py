@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
 from mamori.findings import FileFormat
-from mamori.scan._internal.jinja_check import report_template
 from mamori.scan._internal.source import Source
 from mamori.scan.formats.interface import FormatHandler, Probe, ScanContext
 
@@ -88,6 +87,9 @@ def _no_duplicates(pairs: list[tuple[str, Any]], duplicates: list[str]) -> dict[
 
 
 def _check_document(document: Mapping[str, Any], ctx: ScanContext) -> None:
+    # Lazy: jinja2 is imported only when a JSON document is scanned (start-up time).
+    from mamori.scan._internal.jinja_check import report_template  # noqa: PLC0415
+
     template = document.get("chat_template")
     if isinstance(template, str):
         report_template("chat_template", template, ctx, offset=None)

@@ -67,14 +67,14 @@ class KerasV3Handler(FormatHandler):
                 report_keras_json(
                     data,
                     ctx,
-                    member=(entry.name,),
+                    member=(directory.label(entry),),
                     what=f"Keras {entry.name}",
                 )
             elif not _expected(entry):
                 ctx.emit(
                     rule("MAM-KERAS-006").finding(
                         f"member {entry.name!r} is not one Keras writes; scanned by content",
-                        location=Location((*ctx.member_path, entry.name)),
+                        location=Location((*ctx.member_path, directory.label(entry))),
                         evidence=entry.name,
                     )
                 )

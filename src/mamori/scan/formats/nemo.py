@@ -13,9 +13,7 @@ A gzip'd ``.nemo`` is handled by the gzip handler, whose child tar lands here.
 from __future__ import annotations
 
 import posixpath
-from typing import ClassVar, Final
-
-import yaml
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from mamori.findings import FileFormat, Location
 from mamori.scan._internal.source import Source
@@ -24,6 +22,9 @@ from mamori.scan._internal.zipstream import scan_child_guarded
 from mamori.scan.formats.interface import FormatHandler, Probe, ScanContext
 from mamori.scan.formats.tar import looks_like_tar
 from mamori.scan.rules import rule
+
+if TYPE_CHECKING:
+    import yaml
 
 __all__ = ["ALLOWED_TARGETS", "DANGEROUS_TARGETS", "NemoHandler", "classify_target"]
 
@@ -187,6 +188,8 @@ def _check_config(name: str, source: Source, ctx: ScanContext) -> None:
     if len(data) > MAX_CONFIG_BYTES:
         report("MAM-NEMO-003", f"{name} is larger than {MAX_CONFIG_BYTES} bytes; not parsed")
         return
+    import yaml  # noqa: PLC0415 -- lazy: only a NeMo config needs PyYAML (start-up time)
+
     try:
         # compose builds only nodes (tags, scalars, line marks); nothing is constructed.
         documents = list(yaml.compose_all(data, Loader=yaml.SafeLoader))
@@ -199,6 +202,8 @@ def _check_config(name: str, source: Source, ctx: ScanContext) -> None:
 
 def _mapping_targets(node: yaml.MappingNode) -> list[tuple[str, str, str]]:
     """Targets of one mapping: ``_target_``, or Hydra 0.x ``cls``/``target`` beside ``params``."""
+    import yaml  # noqa: PLC0415 -- lazy (start-up time); already loaded by _check_config
+
     keys = {k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
     legacy = "params" in keys
     issues: list[tuple[str, str, str]] = []
@@ -223,6 +228,8 @@ def _mapping_targets(node: yaml.MappingNode) -> list[tuple[str, str, str]]:
 
 
 def _targets(documents: list[yaml.Node]) -> list[tuple[str, str, str]]:
+    import yaml  # noqa: PLC0415 -- lazy (start-up time); already loaded by _check_config
+
     issues: list[tuple[str, str, str]] = []
     stack: list[yaml.Node] = list(documents)
     seen: set[int] = set()

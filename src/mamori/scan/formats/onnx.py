@@ -17,15 +17,17 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Final
-
-from google.protobuf.message import DecodeError  # type: ignore[import-untyped]  # no stubs: types-protobuf is not a dependency
-from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
+from typing import TYPE_CHECKING, Final
 
 from mamori.findings import FileFormat
 from mamori.scan._internal.onnx_wire import StrippedModel, WireError, WireLimit, strip_model
 from mamori.scan._internal.source import FileRegion, Source
 from mamori.scan.formats.interface import FormatHandler, Probe, ScanContext
+
+if TYPE_CHECKING:
+    # onnx pulls in numpy and protobuf (~0.4 s): imported in scan() only, so that start-up
+    # and every scan of another format do not pay for it.
+    from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 
 __all__ = ["OnnxHandler"]
 
@@ -169,6 +171,9 @@ class OnnxHandler(FormatHandler):
                 rule_id = "MAM-ONNX-008" if exc.kind == "depth" else "MAM-ONNX-007"
                 ctx.report(rule_id, exc.message, offset=exc.offset)
                 return
+        from google.protobuf.message import DecodeError  # type: ignore[import-untyped]  # noqa: PLC0415 -- no stubs (types-protobuf is not a dependency); lazy: heavy
+        from onnx import ModelProto  # noqa: PLC0415 -- lazy: onnx imports numpy (start-up time)
+
         model = ModelProto()
         try:
             model.ParseFromString(stripped.data)

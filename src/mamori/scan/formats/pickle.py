@@ -10,9 +10,11 @@ from __future__ import annotations
 import io
 from typing import Final
 
-from mamori.findings import FileFormat
+from mamori.findings import FileFormat, Finding
+from mamori.scan._internal.scoped_context import MemberContext
 from mamori.scan._internal.source import Source
 from mamori.scan.formats.interface import FormatHandler, Probe, ScanContext
+from mamori.scan.formats.joblib import WRAPPER_DOTTED, scan_joblib
 from mamori.scan.pickle import analyse_stream
 from mamori.scan.pickle.machine import HIGHEST_PROTOCOL, Machine
 from mamori.scan.pickle.reader import Window
@@ -20,6 +22,8 @@ from mamori.scan.pickle.reader import Window
 __all__ = ["PickleHandler"]
 
 _MIN_OPCODES: Final = 2
+# The analyser starts a global's finding with its dotted name (scan/pickle/__init__.py, _emit).
+_WRAPPER_DENIED: Final = f"{WRAPPER_DOTTED}: "
 
 
 class PickleHandler(FormatHandler):
@@ -46,9 +50,37 @@ class PickleHandler(FormatHandler):
         return _parses(head, complete_head=probe.size is not None and probe.size <= len(head))
 
     def scan(self, source: Source, ctx: ScanContext) -> None:
-        """Analyse every pickle in the source."""
-        with source.open() as stream:
-            analyse_stream(stream, ctx)
+        """Analyse every pickle in the source; defer to joblib's reading when it is a dump.
+
+        The joblib handler claims dumps that name ``joblib.numpy_pickle`` in their first
+        64 KiB. A dump whose first array comes later (a large first entry) lands here, and
+        read as a plain pickle its inline array bytes are garbage opcodes. So the analyser's
+        findings are held back, with the array wrapper denied for this pass so that any use
+        of it is reported whatever the policy allows: no use, and the findings are passed on
+        unchanged; a use, and they are dropped and the file is read again the way
+        ``joblib.load`` reads it (the one case that pays for two passes).
+        """
+        held: list[Finding] = []
+
+        def hold(finding: Finding) -> bool:
+            held.append(finding)
+            return True
+
+        watch = MemberContext(ctx, None, extra_denied=frozenset({WRAPPER_DOTTED}), drop=hold)
+        try:
+            with source.open() as stream:
+                analyse_stream(stream, watch)
+        except BaseException:
+            # A limit or the deadline ended the pass: what was found so far still counts.
+            for finding in held:
+                ctx.emit(finding)
+            raise
+        if any(f.message.startswith(_WRAPPER_DENIED) for f in held):
+            ctx.refine_format(FileFormat.JOBLIB)
+            scan_joblib(source, ctx)
+            return
+        for finding in held:
+            ctx.emit(finding)
 
 
 def _parses(head: bytes, *, complete_head: bool) -> bool:

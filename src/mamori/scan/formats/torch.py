@@ -117,6 +117,18 @@ class _Layout:
     script: bool
     by_rel: dict[str, ZipEntry]
     outside: tuple[ZipEntry, ...]
+    duplicates: tuple[tuple[str, ZipEntry], ...] = ()
+    """Later entries whose name an earlier one already has (MAM-ZIP-003), with their rel."""
+
+    def copies(self, rel: str) -> list[ZipEntry]:
+        """Every entry named ``rel``: the one miniz (torch) reads first, then the others."""
+        return [self.by_rel[rel], *(e for r, e in self.duplicates if r == rel)]
+
+    def items(self) -> list[tuple[str, ZipEntry]]:
+        """``(rel, entry)`` for every entry in the folder, duplicates included, sorted."""
+        return sorted(
+            [*self.by_rel.items(), *self.duplicates], key=lambda x: (x[0], x[1].local_header_offset)
+        )
 
 
 def _prefix_of(name: str) -> str | None:
@@ -153,13 +165,19 @@ def _layout(directory: ZipDirectory) -> _Layout | None:
         return None
     by_rel: dict[str, ZipEntry] = {}
     outside: list[ZipEntry] = []
+    duplicates: list[tuple[str, ZipEntry]] = []
     for entry in entries:
         if entry.name.startswith(prefix + "/"):
-            # Duplicates are MAM-ZIP-003 already; torch (miniz) resolves to the first entry.
-            by_rel.setdefault(entry.name[len(prefix) + 1 :], entry)
+            rel = entry.name[len(prefix) + 1 :]
+            if rel in by_rel:
+                # MAM-ZIP-003 already. torch (miniz) reads the first entry but zipfile-based
+                # tools read the last, so every copy is checked like the first.
+                duplicates.append((rel, entry))
+            else:
+                by_rel[rel] = entry
         else:
             outside.append(entry)
-    return _Layout(prefix, "constants.pkl" in by_rel, by_rel, tuple(outside))
+    return _Layout(prefix, "constants.pkl" in by_rel, by_rel, tuple(outside), tuple(duplicates))
 
 
 def _pickle_records(layout: _Layout) -> list[str]:
@@ -223,7 +241,9 @@ class _TorchArchiveScanner:
         self.directory = directory
         self.layout = layout
         self.ctx = ctx
-        self.opaque: set[str] = set()
+        # ids of the entries analysed here: the engine only hashes them. Identity, not name:
+        # a second entry with the same name is a different member and is still analysed.
+        self.opaque: set[int] = set()
 
     def rel_name(self, rel: str) -> str:
         return f"{self.layout.prefix}/{rel}"
@@ -252,38 +272,41 @@ class _TorchArchiveScanner:
             self.check_code()
         referenced: set[str] = set()
         for rel in pickles:
-            referenced |= self.analyse_pickle(rel, allowed)
-        for rel in layout.by_rel:
+            for entry in layout.copies(rel):
+                referenced |= self.analyse_pickle(rel, entry, allowed)
+        for rel, entry in layout.items():
             if rel.endswith(".debug_pkl") and rel.startswith("code/"):
-                self.analyse_pickle(rel, allowed)
+                self.analyse_pickle(rel, entry, allowed)
         self.check_members(pickles, referenced)
-        self.directory.scan_members(ctx, opaque=lambda e: e.name in self.opaque)
+        self.directory.scan_members(ctx, opaque=lambda e: id(e) in self.opaque)
 
     def check_controls(self) -> None:
         layout = self.layout
-        # Control records are validated here, so the engine only hashes them.
-        self.opaque.update(e.name for rel, e in layout.by_rel.items() if rel in _CONTROL)
         if "version" not in layout.by_rel and ".data/version" not in layout.by_rel:
             self.ctx.report("MAM-TORCH-007", "the archive has no version record")
-        for rel, pattern in _CONTROL.items():
-            entry = layout.by_rel.get(rel)
-            if entry is None:
+        for rel, entry in layout.items():
+            pattern = _CONTROL.get(rel)
+            if pattern is None:
                 continue
+            # Control records are validated here, so the engine only hashes them.
+            self.opaque.add(id(entry))
             data = _read_small(self.directory, entry, self.ctx, _MAX_CONTROL)
             if data is None or not pattern.fullmatch(data):
+                label = self.directory.label(entry)
+                shown = rel if label == entry.name else label
                 self.ctx.report(
                     "MAM-TORCH-007",
-                    f"control record {rel!r} holds an unexpected value",
+                    f"control record {shown!r} holds an unexpected value",
                     evidence=repr(data[:64]) if data is not None else "unreadable",
                 )
 
     def check_code(self) -> None:
-        for rel, entry in sorted(self.layout.by_rel.items()):
+        for rel, entry in self.layout.items():
             if not (rel.startswith("code/") and rel.endswith(".py")):
                 continue
             data = _read_small(self.directory, entry, self.ctx, _MAX_CODE_BYTES)
-            member = MemberContext(self.ctx, entry.name)
-            self.opaque.add(entry.name)  # analysed here with ast; the engine only hashes it
+            member = MemberContext(self.ctx, self.directory.label(entry))
+            self.opaque.add(id(entry))  # analysed here with ast; the engine only hashes it
             if data is None:
                 member.report("MAM-TORCH-023", "code file too large or unreadable")
                 continue
@@ -294,13 +317,12 @@ class _TorchArchiveScanner:
                     evidence=issue.evidence[:200],
                 )
 
-    def analyse_pickle(self, rel: str, allowed: frozenset[str]) -> set[str]:
-        """Analyse one pickle record in place; return the storage records it references."""
-        entry = self.layout.by_rel[rel]
-        self.opaque.add(entry.name)
+    def analyse_pickle(self, rel: str, entry: ZipEntry, allowed: frozenset[str]) -> set[str]:
+        """Analyse one pickle record (one copy of ``rel``) in place; return its storage records."""
+        self.opaque.add(id(entry))
         member = MemberContext(
             self.ctx,
-            entry.name,
+            self.directory.label(entry),
             extra_allowed=allowed,
             drop=_drop_builtin_class_noise if self.layout.script else None,
         )
@@ -372,7 +394,9 @@ class _TorchArchiveScanner:
                     evidence=f"{ref.storage_type} numel={ref.numel}",
                 )
             seen.setdefault(rel, ref)
-            self.opaque.add(entry.name)
+            # Only the copy torch reads is hashed without parsing; a duplicate (MAM-ZIP-003)
+            # is scanned by content like any other member.
+            self.opaque.add(id(entry))
         return set(seen)
 
     def check_members(self, pickles: list[str], referenced: set[str]) -> None:

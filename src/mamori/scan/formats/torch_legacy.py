@@ -36,7 +36,7 @@ from mamori.scan.formats.torch_common import (
     analyse_torch_pickle,
     storage_refs,
 )
-from mamori.scan.pickle import PickleResult, analyse_one, analyse_stream
+from mamori.scan.pickle import GlobalRef, PickleResult, analyse_one, analyse_stream
 
 __all__ = ["MAGIC_NUMBER", "PROTOCOL_VERSION", "TorchLegacyHandler", "TorchTarHandler"]
 
@@ -212,17 +212,28 @@ class _Walk:
 def _legacy_refs(pids: tuple[object, ...], ctx: ScanContext) -> list[StorageRef]:
     # ("module", cls, source_file, source) ids record nn.Module classes; the class is a global
     # the analyser already judged, and torch only compares the source text.
-    storage_pids = tuple(
-        p for p in pids if not (isinstance(p, tuple) and p and p[0] in ("module", b"module"))
+    storage_pids: list[object] = []
+    for p in pids:
+        if not (isinstance(p, tuple) and p and p[0] in ("module", b"module")):
+            storage_pids.append(p)
+        elif len(p) < 2 or not isinstance(p[1], GlobalRef):  # noqa: PLR2004 - (typename, cls, ...)
+            # persistent_load returns p[1] and the pickle NEWOBJs it; only an imported class
+            # (judged by the analyser) makes that harmless, so anything else is a finding.
+            ctx.report("MAM-TORCH-004", "module persistent id does not name a class")
+    return storage_refs(
+        tuple(storage_pids), lambda why: ctx.report("MAM-TORCH-004", why), legacy=True
     )
-    return storage_refs(storage_pids, lambda why: ctx.report("MAM-TORCH-004", why), legacy=True)
 
 
 def _is_module_class_instantiation(finding: Finding) -> bool:
+    # The analyser's evidence for a computed callee is a bounded description
+    # (pickle/effects.py ``short``): "<PersistentRef>" for every persistent id, so the pid
+    # itself is checked after the walk in _legacy_refs. Calling a storage (the only other
+    # thing legacy persistent_load returns) fails in torch.
     return (
         finding.rule_id == "MAM-PKL-008"
         and finding.message.startswith("NEWOBJ ")
-        and (finding.evidence or "").startswith("PersistentRef(pid=('module', GlobalRef(")
+        and finding.evidence == "<PersistentRef>"
     )
 
 

@@ -173,6 +173,145 @@ def _issues_for_dotted(dotted: str, line: int) -> Iterator[CodeIssue]:
         yield CodeIssue("MAM-TORCH-021", line, f"custom class torch.classes.{custom}", dotted)
 
 
+# --- getattr on submodules -------------------------------------------------------------------
+# The TorchScript printer spells a submodule whose name is not an identifier (every child of
+# nn.Sequential / nn.ModuleList: "0", "1", ...) as ``getattr(self, "0")`` or, after hoisting
+# ``heads = self.heads``, as ``getattr(heads, "1")`` (torch/csrc/jit/serialization/
+# python_print.cpp, printAttributeValue). That form is allowed when it provably reads a
+# submodule: two positional arguments, a constant non-dunder name, and an object that is the
+# method's ``self`` or a local bound only to such reads. Everything else about ``getattr`` (a
+# computed name, a dunder, a default, an object that is a module, a builtin or a parameter)
+# stays MAM-TORCH-022.
+_Scope = ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda | ast.ClassDef
+
+
+def _constant_member(node: ast.expr) -> bool:
+    """A string constant naming an ordinary attribute (not a dunder, not an escape hatch)."""
+    if not isinstance(node, ast.Constant) or not isinstance(node.value, str):
+        return False
+    name = node.value
+    dunder = name.startswith("__") and name.endswith("__")
+    return bool(name) and not dunder and name not in _ESCAPE_ATTRIBUTES
+
+
+def _getattr_parts(node: ast.AST) -> ast.expr | None:
+    """The object of ``getattr(obj, "name")`` in the printer's shape, else None."""
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "getattr"
+        and len(node.args) == 2  # noqa: PLR2004 - getattr(obj, name); a default is not printed
+        and not node.keywords
+        and not any(isinstance(a, ast.Starred) for a in node.args)
+        and _constant_member(node.args[1])
+    ):
+        return node.args[0]
+    return None
+
+
+def _reads_submodule(node: ast.expr, safe: set[str]) -> bool:
+    """``self``-rooted: a safe local, ``<safe>.attr`` or ``getattr(<safe>, "const")``."""
+    if isinstance(node, ast.Name):
+        return node.id in safe
+    if isinstance(node, ast.Attribute):
+        dunder = node.attr.startswith("__") and node.attr.endswith("__")
+        return (
+            not dunder
+            and node.attr not in _ESCAPE_ATTRIBUTES
+            and _reads_submodule(node.value, safe)
+        )
+    target = _getattr_parts(node)
+    return target is not None and _reads_submodule(target, safe)
+
+
+def _own_nodes(scope: _Scope) -> Iterator[ast.AST]:
+    """Nodes of ``scope``'s body, not descending into nested functions, lambdas or classes."""
+    stack: list[ast.AST] = list(ast.iter_child_nodes(scope))
+    while stack:
+        node = stack.pop()
+        yield node
+        if not isinstance(node, _Scope):
+            stack.extend(ast.iter_child_nodes(node))
+
+
+def _bindings(
+    func: ast.FunctionDef | ast.AsyncFunctionDef,
+) -> tuple[dict[str, list[ast.expr]], set[str]]:
+    """Plain ``name = value`` bindings in ``func``'s body, and every name bound any other way."""
+    values: dict[str, list[ast.expr]] = {}
+    tainted: set[str] = set()
+    simple: set[int] = set()
+    for node in _own_nodes(func):
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    values.setdefault(target.id, []).append(node.value)
+                    simple.add(id(target))
+        elif isinstance(node, ast.Global | ast.Nonlocal):
+            tainted.update(node.names)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            tainted.add(node.name)
+    # Any other binding (for, with, unpacking, +=, :=, del) is not followed.
+    tainted.update(
+        node.id
+        for node in _own_nodes(func)
+        if isinstance(node, ast.Name)
+        and not isinstance(node.ctx, ast.Load)
+        and id(node) not in simple
+    )
+    return values, tainted
+
+
+def _safe_locals(func: ast.FunctionDef | ast.AsyncFunctionDef, *, is_method: bool) -> set[str]:
+    """Names in ``func`` that can only hold ``self`` or one of its submodules."""
+    params = [*func.args.posonlyargs, *func.args.args]
+    if not is_method or not params:
+        return set()
+    self_name = params[0].arg
+    values, tainted = _bindings(func)
+    if self_name in values or self_name in tainted:
+        return set()  # ``self`` rebound: nothing is known about it
+    # The other parameters hold whatever the caller passes.
+    tainted.update(a.arg for a in ast.walk(func.args) if isinstance(a, ast.arg))
+    tainted.discard(self_name)
+    safe = {self_name}
+    changed = True
+    while changed:  # least fixpoint: a = b; b = a leaves both unsafe
+        changed = False
+        for name, bound in values.items():
+            if name in safe or name in tainted:
+                continue
+            if all(_reads_submodule(v, safe) for v in bound):
+                safe.add(name)
+                changed = True
+    return safe
+
+
+def _submodule_getattrs(tree: ast.Module) -> set[int]:
+    """Ids of the ``getattr`` Name nodes of calls that provably read a submodule."""
+    allowed: set[int] = set()
+    methods = {
+        id(item)
+        for cls in ast.walk(tree)
+        if isinstance(cls, ast.ClassDef)
+        for item in cls.body
+        if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    for func in ast.walk(tree):
+        if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        safe = _safe_locals(func, is_method=id(func) in methods)
+        if not safe:
+            continue
+        for node in _own_nodes(func):
+            target = _getattr_parts(node)
+            if target is not None and _reads_submodule(target, safe):
+                assert isinstance(node, ast.Call)  # _getattr_parts matched a call
+                allowed.add(id(node.func))
+    return allowed
+
+
 def check_torchscript_code(source: bytes) -> list[CodeIssue]:
     """Return the issues in one TorchScript source file; never executes it.
 
@@ -187,6 +326,7 @@ def check_torchscript_code(source: bytes) -> list[CodeIssue]:
         ]
     issues: list[CodeIssue] = []
     seen_chains: set[int] = set()
+    submodule_getattrs = _submodule_getattrs(tree)
     for node in ast.walk(tree):
         line = getattr(node, "lineno", 0)
         if isinstance(node, ast.Import | ast.ImportFrom):
@@ -194,7 +334,11 @@ def check_torchscript_code(source: bytes) -> list[CodeIssue]:
             module = node.module if isinstance(node, ast.ImportFrom) else None
             shown = f"from {module} import {', '.join(names)}" if module else ", ".join(names)
             issues.append(CodeIssue("MAM-TORCH-022", line, f"import statement: {shown}", shown))
-        elif isinstance(node, ast.Name) and node.id in _ESCAPE_NAMES:
+        elif (
+            isinstance(node, ast.Name)
+            and node.id in _ESCAPE_NAMES
+            and id(node) not in submodule_getattrs
+        ):
             issues.append(
                 CodeIssue("MAM-TORCH-022", line, f"{node.id}: {_ESCAPE_NAMES[node.id]}", node.id)
             )

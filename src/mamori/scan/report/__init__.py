@@ -7,15 +7,18 @@ never scan, never decide a verdict and never write files (the CLI does that atom
 from __future__ import annotations
 
 import enum
+import importlib
 from collections.abc import Sequence
-from pathlib import Path
-from typing import assert_never
+from typing import TYPE_CHECKING, Any, Final, assert_never
 
-from mamori.findings import ScanReport
-from mamori.scan.report.json_report import render_json
-from mamori.scan.report.sarif import build_sarif, render_sarif
-from mamori.scan.report.schema import SCHEMA_VERSION, ReportDocument, build_document
-from mamori.scan.report.text import render_text
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from mamori.findings import ScanReport
+    from mamori.scan.report.json_report import render_json
+    from mamori.scan.report.sarif import build_sarif, render_sarif
+    from mamori.scan.report.schema import SCHEMA_VERSION, ReportDocument, build_document
+    from mamori.scan.report.text import render_text
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -28,6 +31,30 @@ __all__ = [
     "render_sarif",
     "render_text",
 ]
+
+
+# The JSON and SARIF renderers build pydantic models; importing them on first use keeps
+# `mamori scan` with text output (and `mamori --help`) from importing pydantic at all.
+_LAZY: Final = {
+    "SCHEMA_VERSION": "mamori.scan.report.schema",
+    "ReportDocument": "mamori.scan.report.schema",
+    "build_document": "mamori.scan.report.schema",
+    "build_sarif": "mamori.scan.report.sarif",
+    "render_json": "mamori.scan.report.json_report",
+    "render_sarif": "mamori.scan.report.sarif",
+    "render_text": "mamori.scan.report.text",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a renderer's module when one of its names is first used (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
 class ReportFormat(enum.StrEnum):
@@ -55,12 +82,19 @@ def render(
         base_dir: SARIF only: absolute paths below it become repository-relative URIs.
         normalize_volatile: JSON and SARIF: fixed times and durations, for golden files.
     """
+    # Imported here, not at the top: see _LAZY.
     match fmt:
         case ReportFormat.TEXT:
+            from mamori.scan.report.text import render_text  # noqa: PLC0415
+
             return render_text(reports, color=color)
         case ReportFormat.JSON:
+            from mamori.scan.report.json_report import render_json  # noqa: PLC0415
+
             return render_json(reports, normalize_volatile=normalize_volatile)
         case ReportFormat.SARIF:
+            from mamori.scan.report.sarif import render_sarif  # noqa: PLC0415
+
             return render_sarif(reports, base_dir=base_dir, normalize_volatile=normalize_volatile)
         case _:
             assert_never(fmt)

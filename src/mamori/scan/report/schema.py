@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, assert_never
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,6 +34,7 @@ from mamori.findings import (
     SuppressedFinding,
     Verdict,
 )
+from mamori.scan.report._labels import SeverityLabel, severity_label
 from mamori.scan.rules import RULES, Rule
 
 __all__ = [
@@ -56,27 +57,6 @@ SCHEMA_VERSION: Final = "1.0"
 
 NORMALIZED_STARTED_AT: Final = datetime(1970, 1, 1, tzinfo=UTC)
 """What ``normalize_volatile`` puts in place of the start time, so golden files are stable."""
-
-SeverityLabel = Literal["info", "low", "medium", "high", "critical"]
-
-
-def severity_label(severity: Severity) -> SeverityLabel:
-    """The lower-case name of ``severity`` as it appears in every report format."""
-    # Spelled out (not ``severity.label``) so that mypy proves the Literal matches the enum:
-    # a new Severity member fails type checking here instead of producing an invalid report.
-    match severity:
-        case Severity.INFO:
-            return "info"
-        case Severity.LOW:
-            return "low"
-        case Severity.MEDIUM:
-            return "medium"
-        case Severity.HIGH:
-            return "high"
-        case Severity.CRITICAL:
-            return "critical"
-        case _:
-            assert_never(severity)
 
 
 class _Model(BaseModel):

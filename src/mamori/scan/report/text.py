@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from mamori.findings import Finding, ScanReport, Severity, Verdict
-from mamori.scan.report.schema import severity_label
+from mamori.scan.report._labels import severity_label
 
 __all__ = ["printable", "render_text", "severity_style", "verdict_style"]
 
