@@ -112,10 +112,8 @@ def start_mlflow(root: Path, gate_url: str, gate_token: str) -> tuple[str, subpr
 
 def start_mamori(settings):
     from mamori.service import ScanMode, create_app
-    from mamori.service.mlflow_hooks import mlflow_router
 
     app = create_app(settings, scan_mode=ScanMode.INLINE)
-    app.include_router(mlflow_router(app.state.runtime))
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning")
     )

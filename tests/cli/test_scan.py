@@ -301,12 +301,12 @@ def test_installed_entry_point_scans_and_maps_exit_codes(garbage_model, plain_fi
 
 def test_readme_documents_every_exit_code():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    for name, code in [
-        ("EXIT_SAFE", EXIT_SAFE),
-        ("EXIT_UNSAFE", EXIT_UNSAFE),
-        ("EXIT_ERROR", EXIT_ERROR),
-    ]:
-        assert f"| {code} | `{name}` |" in readme
+    from mamori.cli import exitcodes
+
+    for name in exitcodes.__all__:
+        if name.startswith("EXIT_") and name != "EXIT_CODE_HELP":
+            code = getattr(exitcodes, name)
+            assert f"| {code} | `{name}` |" in readme, name
 
 
 def test_unencodable_names_do_not_crash_a_latin1_stdout(workdir):

@@ -10,7 +10,7 @@ ruleset) row first, so at most one verdict is ever written.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from huey import RedisHuey, SqliteHuey, crontab
@@ -31,26 +31,19 @@ class JobQueue:
     huey: Huey
     scan: TaskWrapper
     reconcile: TaskWrapper
+    settings: Settings
+    _lifecycles: dict[int, Lifecycle] = field(default_factory=dict)
 
     def lifecycle(self) -> Lifecycle:
         """This process's lifecycle (built on first use, again after a fork)."""
-        return _lifecycle_for(self)
-
-
-_CACHE: dict[tuple[int, int], Lifecycle] = {}
-_SETTINGS: dict[int, Settings] = {}
-
-
-def _lifecycle_for(queue: JobQueue) -> Lifecycle:
-    # Keyed by pid: Huey's process workers fork, and a forked SQLAlchemy pool must not be
-    # shared with the parent.
-    key = (id(queue.huey), os.getpid())
-    lifecycle = _CACHE.get(key)
-    if lifecycle is None:
-        settings = _SETTINGS[id(queue.huey)]
-        lifecycle = build_lifecycle(settings, enqueue=lambda sha: enqueue_scan(queue, sha))
-        _CACHE[key] = lifecycle
-    return lifecycle
+        # Keyed by pid: Huey's process workers fork, and a forked SQLAlchemy pool must not
+        # be shared with the parent.
+        pid = os.getpid()
+        lifecycle = self._lifecycles.get(pid)
+        if lifecycle is None:
+            lifecycle = build_lifecycle(self.settings, enqueue=lambda sha: enqueue_scan(self, sha))
+            self._lifecycles[pid] = lifecycle
+        return lifecycle
 
 
 def _crontab(expr: str) -> Any:
@@ -78,7 +71,6 @@ def make_queue(settings: Settings, *, immediate: bool = False) -> JobQueue:
         huey = SqliteHuey(
             "mamori", filename=str(settings.data_dir / "queue.db"), immediate=immediate
         )
-    _SETTINGS[id(huey)] = settings
     holder: dict[str, JobQueue] = {}
 
     def scan(sha256: str) -> str | None:
@@ -98,7 +90,7 @@ def make_queue(settings: Settings, *, immediate: bool = False) -> JobQueue:
         huey.periodic_task(_crontab(settings.reconcile_cron), name="mamori.reconcile")(reconcile),
     )
     huey.on_startup(name="mamori.reconcile-on-start")(on_start)
-    queue = JobQueue(huey=huey, scan=scan_task, reconcile=reconcile_task)
+    queue = JobQueue(huey=huey, scan=scan_task, reconcile=reconcile_task, settings=settings)
     holder["queue"] = queue
     if settings.mlflow_tracking_uri:
         from mamori.lifecycle.mlflow.tasks import register_mlflow_tasks  # noqa: PLC0415 - optional

@@ -41,6 +41,7 @@ def create_app(
     *,
     scan_mode: ScanMode = ScanMode.AUTO,
     enqueue: Callable[[str], None] | None = None,
+    mlflow_doorbell: Callable[[], None] | None = None,
 ) -> FastAPI:
     """Build the API over a runtime made from ``settings`` (default: environment + toml).
 
@@ -48,6 +49,8 @@ def create_app(
         settings: the service settings.
         scan_mode: where scans run when ``enqueue`` is not given (see :class:`ScanMode`).
         enqueue: receives each digest that needs a scan; overrides ``scan_mode``.
+        mlflow_doorbell: rung after each accepted MLflow delivery; default: process the
+            deliveries on a thread of this process (when MLflow is configured).
     """
     settings = settings or load_settings()
     metrics = Metrics()
@@ -89,7 +92,7 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(routes.admin_router)
     app.include_router(admin.router)
-    app.include_router(mlflow_router(runtime))
+    app.include_router(mlflow_router(runtime, doorbell=mlflow_doorbell))
 
     _health_routes(app, metrics)
     return app

@@ -6,7 +6,7 @@ runs behind a doorbell (a thread here, or a Huey task). ``GET /v1/gate/binding``
 ``mamori-gate`` plugin asks. ``POST /v1/hooks/mlflow/break-glass`` records an audited,
 time-limited exception (admin, MFA, reason).
 
-Include with ``app.include_router(mlflow_router(app.state.runtime))``.
+``create_app`` includes it; ``create_app(mlflow_doorbell=...)`` replaces the doorbell.
 """
 
 from __future__ import annotations

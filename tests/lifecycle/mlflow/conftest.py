@@ -30,7 +30,6 @@ from mamori.identity.apitokens import ApiTokens, Scope
 from mamori.identity.principal import Principal
 from mamori.lifecycle import Lifecycle
 from mamori.service import ScanMode, create_app
-from mamori.service.mlflow_hooks import mlflow_router
 from mamori.store import Store
 from mamori.store.models import ApprovalDecision, ArtifactRow, BindingRow, ScanRow, ScanStatus
 from mamori.store.models_mlflow import MlflowVersionRow, VersionStatus
@@ -86,7 +85,6 @@ class Mamori:
 
     def start(self) -> None:
         app = create_app(self.settings, scan_mode=ScanMode.INLINE)
-        app.include_router(mlflow_router(app.state.runtime))
         self.app = app
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)

@@ -13,7 +13,6 @@ from mamori.config import load_settings
 from mamori.identity.apitokens import Scope
 from mamori.lifecycle.mlflow.webhook import sign
 from mamori.service import ScanMode, create_app
-from mamori.service.mlflow_hooks import mlflow_router
 from mamori.service.runtime import dev_issuer
 
 SECRET = "route-secret"
@@ -23,9 +22,8 @@ SECRET = "route-secret"
 def client(tmp_path):
     settings = load_settings(data_dir=tmp_path / "data", mlflow_webhook_secret=SECRET)
     issuer = dev_issuer(settings)
-    app = create_app(settings, scan_mode=ScanMode.INLINE)
     rung: list[int] = []
-    app.include_router(mlflow_router(app.state.runtime, doorbell=lambda: rung.append(1)))
+    app = create_app(settings, scan_mode=ScanMode.INLINE, mlflow_doorbell=lambda: rung.append(1))
     with TestClient(app, client=("127.0.0.1", 50000)) as c:
         c.rung = rung
         c.runtime = app.state.runtime

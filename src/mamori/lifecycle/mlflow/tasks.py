@@ -8,11 +8,12 @@ Call :func:`register_mlflow_tasks` once on the queue built by :func:`mamori.jobs
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Any, cast
 
 from huey import crontab
-from huey.api import TaskWrapper
+from huey.api import Huey, TaskWrapper
 
 from mamori.config import Settings
 from mamori.errors import ConfigError
@@ -33,7 +34,8 @@ class MlflowTasks:
     rescan: TaskWrapper
 
 
-_CACHE: dict[tuple[int, int], MlflowIntegration] = {}
+_CACHE: weakref.WeakKeyDictionary[Huey, dict[int, MlflowIntegration]] = weakref.WeakKeyDictionary()
+_REGISTERED: weakref.WeakKeyDictionary[Huey, MlflowTasks] = weakref.WeakKeyDictionary()
 
 
 def _cron(expr: str, what: str) -> Any:
@@ -49,15 +51,24 @@ def register_mlflow_tasks(queue: JobQueue, settings: Settings) -> MlflowTasks | 
     """Add the MLflow tasks to ``queue``; ``None`` when no tracking URI is configured."""
     if not settings.mlflow_tracking_uri:
         return None
+    # make_queue registers them already; Huey refuses a second task of the same name.
+    registered = _REGISTERED.get(queue.huey)
+    if registered is None:
+        registered = _REGISTERED[queue.huey] = _register(queue, settings)
+    return registered
+
+
+def _register(queue: JobQueue, settings: Settings) -> MlflowTasks:
     holder: dict[str, MlflowTasks] = {}
 
     def integration() -> MlflowIntegration:
         # Per process: Huey's process workers fork, and clients and pools must not be shared.
-        key = (id(queue.huey), os.getpid())
-        found = _CACHE.get(key)
+        per_pid = _CACHE.setdefault(queue.huey, {})
+        key = os.getpid()
+        found = per_pid.get(key)
         if found is None:
             found = build_integration(settings, queue.lifecycle())
-            _CACHE[key] = found
+            per_pid[key] = found
         return found
 
     def process() -> int:
