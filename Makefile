@@ -20,7 +20,7 @@ up: venv
 
 ## test: the whole suite (unit, property and integration tests)
 test: venv
-	$(PY) -m pytest -n 2 --dist loadgroup -p no:randomly --cov --cov-report=term:skip-covered
+	$(PY) -m pytest -n 2 --dist loadgroup -p no:randomly --cov --cov-report=term:skip-covered --cov-fail-under=85
 
 ## test-scaleout: store, queue and service tests again on PostgreSQL and Redis
 ##   (POSTGRES_URL: an admin SQLAlchemy URL; REDIS_URL: redis://host:port; .ci/run starts both)
