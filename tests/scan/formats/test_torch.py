@@ -474,12 +474,7 @@ def test_legacy_checkpoints_of_every_pickle_protocol_are_recognised(tmp_path, pr
 # --- pickle.dumps(tensor): torch.storage._load_from_bytes(<a torch.save file>) ----------------
 # Plain pickling of a tensor writes its storage as _load_from_bytes(b"<torch.save bytes>")
 # (torch/storage.py, TypedStorage.__reduce__), and _load_from_bytes runs torch.load on them.
-# The fix belongs in scan/pickle (owned elsewhere): a literal-bytes call is scanned by content
-# through ctx.scan_child instead of being denylisted. Until then these are strict xfails.
-_LOAD_FROM_BYTES_AS_CHILD = (
-    "needs the analyser change: torch.storage._load_from_bytes(<literal bytes>) scans the "
-    "bytes by content as a child instead of denylisting the call"
-)
+# The analyser scans such literal bytes by content as a child instead of denying the call.
 
 
 class _LoadFromBytes:
@@ -494,7 +489,6 @@ def _payload_findings(report) -> list:
     return [f for f in report.findings if f.rule_id == "MAM-PKL-001" and "system" in f.message]
 
 
-@pytest.mark.xfail(strict=True, reason=_LOAD_FROM_BYTES_AS_CHILD)
 @pytest.mark.parametrize(
     "obj",
     [
@@ -512,9 +506,7 @@ def test_load_from_bytes_literal_is_scanned_as_a_child_so_pickled_tensors_are_sa
     "zip_format",
     [
         pytest.param(False, id="legacy"),
-        pytest.param(
-            True, id="zip", marks=pytest.mark.xfail(strict=True, reason=_LOAD_FROM_BYTES_AS_CHILD)
-        ),
+        pytest.param(True, id="zip"),
     ],
 )
 def test_load_from_bytes_literal_is_scanned_as_a_child_so_a_hidden_payload_is_found(zip_format):

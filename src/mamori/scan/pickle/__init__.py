@@ -16,6 +16,7 @@ import io
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Final, Protocol
 
+from mamori.scan._internal.source import BytesSource
 from mamori.scan.pickle.classify import classify, is_loader
 from mamori.scan.pickle.driver import interpret
 from mamori.scan.pickle.opcodes import by_code
@@ -212,6 +213,8 @@ def _analyse(
             evidence=f"{len(payload)} bytes",
         )
         _analyse_all(Window(io.BytesIO(payload), offset, exact=False), ctx, depth=depth + 1)
+    for payload, offset in trace.embedded:
+        ctx.scan_child(f"<torch.load bytes @{offset}>", BytesSource(payload))
     literal = to_literal(trace.root) if trace.pure and trace.complete else NOT_LITERAL
     return PickleResult(
         end=trace.end,

@@ -136,6 +136,9 @@ _CACHED_NAME: Final = 256
 _is_loader_cached: Final = functools.lru_cache(maxsize=1024)(_is_loader)
 
 
+_LITERAL_LOAD_ONLY: Final = frozenset({UseKind.REFERENCED, UseKind.LOADS_LITERAL})
+
+
 def classify(  # noqa: PLR0911 - one return per precedence step, in documented order
     ref: GlobalRef,
     kinds: set[UseKind],
@@ -151,6 +154,9 @@ def classify(  # noqa: PLR0911 - one return per precedence step, in documented o
     dotted = ref.dotted
     if any(_policy_match(c, denied) for c in candidates):
         return Verdict("MAM-PKL-001", Severity.CRITICAL, "denied by the scan policy")
+    if UseKind.LOADS_LITERAL in kinds and kinds <= _LITERAL_LOAD_ONLY:
+        # Only ever called on literal bytes, which were scanned as a file of their own.
+        return _SAFE
     reason = _deny_reason(candidates, exact_only=True)
     if reason is not None:
         return Verdict("MAM-PKL-001", Severity.CRITICAL, reason)

@@ -95,6 +95,13 @@ class Effects:
         self, func: Value, args: Value, kind: CallKind, at: int, kwargs: Value = None
     ) -> Value:
         tr = self.trace
+        if isinstance(func, GlobalRef) and _loads_torch_literal(func, args, kind, kwargs):
+            # pickle.dumps(tensor) stores the tensor as a torch.save file in literal bytes;
+            # those bytes are what torch.load will read, so they are scanned as a file of
+            # their own instead of denying the call outright.
+            tr.use(func, UseKind.LOADS_LITERAL, at)
+            tr.embedded.append((cast("bytes", cast("tuple[Value, ...]", args)[0]), at))
+            return Call(func, args, kind, at, kwargs)
         if isinstance(func, GlobalRef):
             use = (
                 UseKind.INSTANTIATED
@@ -206,3 +213,17 @@ def short(value: object, depth: int = 0) -> str:
     else:
         text = f"<{type(value).__name__}>"
     return text if len(text) <= _EVIDENCE else text[: _EVIDENCE - 3] + "..."
+
+
+_TORCH_LITERAL_LOADERS: Final = frozenset({"torch.storage._load_from_bytes"})
+
+
+def _loads_torch_literal(func: GlobalRef, args: Value, kind: CallKind, kwargs: Value) -> bool:
+    return (
+        func.dotted in _TORCH_LITERAL_LOADERS
+        and kind is CallKind.REDUCE
+        and kwargs is None
+        and isinstance(args, tuple)
+        and len(args) == 1
+        and isinstance(args[0], bytes)
+    )

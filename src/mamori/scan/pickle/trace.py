@@ -40,6 +40,9 @@ class Trace:
     persistent_ids: list[Value] = field(default_factory=list)
     nested: list[tuple[bytes, int]] = field(default_factory=list)
     """Literal bytes passed to a pickle loader, with their offset, for recursive analysis."""
+    embedded: list[tuple[bytes, int]] = field(default_factory=list)
+    """Literal bytes given to ``torch.storage._load_from_bytes``: whole torch files, scanned
+    by content as children (``pickle.dumps(tensor)`` writes them)."""
     root: Value = None
     pure: bool = True
     complete: bool = False

@@ -15,6 +15,8 @@ class UseKind(enum.Enum):
 
     REFERENCED = "referenced"
     """Imported (module import runs) but never called by the pickle itself."""
+    LOADS_LITERAL = "loads-literal"
+    """A torch loader called on literal bytes, which are scanned as a file of their own."""
     INSTANTIATED = "instantiated"
     """``cls.__new__(cls, ...)`` via NEWOBJ/NEWOBJ_EX or ``copyreg._reconstructor``."""
     BUILT = "built"
