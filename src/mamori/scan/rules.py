@@ -250,7 +250,7 @@ _TABLE: Final[tuple[Rule, ...]] = (
        "never reads and that can carry hidden content."),
     _r("MAM-NPY-003", L, "Object array stored as a pickle", ("CWE-502",), (),
        "The array has an object dtype, so its data is a pickle; numpy refuses it unless "
-       "allow_pickle=True. The pickle was analysed."),
+       "allow_pickle=True. The pickle was analysed."),  # mamori: safe (text)
     # zip differentials (owned by scan/_internal/zipread.py)
     _r("MAM-ZIP-001", H, "Malformed zip structure", ("CWE-20",), SUPPLY_CHAIN,
        "The end record or central directory of a zip archive cannot be parsed consistently; "

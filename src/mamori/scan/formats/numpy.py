@@ -4,7 +4,7 @@ An ``.npy`` file is ``\\x93NUMPY``, a version (1.0, 2.0 or 3.0), a little-endian
 (2 bytes in 1.0, 4 bytes later), a header that is the ``repr`` of a Python dict with exactly the
 keys ``descr``, ``fortran_order`` and ``shape``, then the array data. Numeric arrays are raw bytes
 whose length follows from the header; arrays with an object dtype are a *pickle*, which
-``np.load(allow_pickle=True)`` unpickles. Upstream reader:
+``np.load`` unpickles when ``allow_pickle`` is on. Upstream reader:
 https://github.com/numpy/numpy/blob/main/numpy/lib/_format_impl.py
 
 The header is parsed with ``ast.parse(mode="eval")`` and a walk that accepts only the literal
@@ -308,7 +308,7 @@ def scan_npy_stream(stream: IO[bytes], ctx: ScanContext) -> None:
     if header.dtype.has_object:
         ctx.report(
             "MAM-NPY-003",
-            "object-dtype array: the data is a pickle (loaded only with allow_pickle=True)",
+            "object-dtype array: the data is a pickle (loaded only when allow_pickle is on)",
             offset=header.data_offset,
             evidence=header.descr,
         )

@@ -198,7 +198,7 @@ def _object_array_npy() -> bytes:
     arr[0] = "ok"
     arr[1] = Payload()
     buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=True)  # writing pickles; nothing is loaded
+    np.save(buf, arr, allow_pickle=True)  # mamori: safe (writes; nothing is loaded)
     return buf.getvalue()
 
 
@@ -206,7 +206,7 @@ def _object_array_npy() -> bytes:
     "numpy-object-array-payload",
     "numpy/object-array-payload.npy",
     family="numpy",
-    technique="object-dtype .npy: the array body is a pickle, run by np.load(allow_pickle=True)",
+    technique="object-dtype .npy: the array body is a pickle, run by np.load with allow_pickle",
     expected=[DANGEROUS_GLOBAL, "MAM-NPY-003"],
     needs=("numpy",),
 )
