@@ -156,12 +156,13 @@ def simplify(node: FilterNode) -> FilterNode:  # noqa: PLR0911 -- one return per
 
 
 def _flatten(kind: type[And | Or], kids: list[FilterNode]) -> list[FilterNode]:
+    # Duplicates are dropped at every level: Cedar returns residuals in no fixed order, and
+    # the folded filter (which keys the filter cache) must not depend on that order.
     flat: list[FilterNode] = []
     for kid in kids:
-        if isinstance(kid, kind):
-            flat.extend(kid.children)
-        elif kid not in flat:
-            flat.append(kid)
+        for leaf in kid.children if isinstance(kid, kind) else (kid,):
+            if leaf not in flat:
+                flat.append(leaf)
     return flat
 
 
