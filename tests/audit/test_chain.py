@@ -60,3 +60,14 @@ def test_reordering_breaks_the_chain():
     a, b, c = sink.records()
     with pytest.raises(StoreError):
         verify_chain([a, dataclasses.replace(c, seq=2), dataclasses.replace(b, seq=3)])
+
+
+def test_the_hashed_form_carries_every_field_of_a_record():
+    # A field left out of to_json() would be outside the hash, so tampering with it would
+    # go unnoticed.
+    chain = AuditChain(MemorySink())
+    record = chain.record(
+        principal="u", action="a", resource="r", decision="allow", policy_ids=["p"], reason="x"
+    )
+    assert set(record.to_json()) == {f.name for f in dataclasses.fields(record)}
+    assert type(record).from_json(record.to_json()) == record

@@ -9,6 +9,8 @@ import time
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mamori.errors import IdentityError
 from mamori.identity import DevIssuer, JwksSource, VerifierConfig, verify_token
@@ -83,6 +85,27 @@ def test_07_tokens_naming_their_own_key_are_refused(issuer, config, header):
     token = issuer.mint("alice", headers={header: "https://evil/keys.json"})
     with pytest.raises(IdentityError, match=header):
         verify_token(token, config)
+
+
+@given(
+    head=st.one_of(
+        st.text(max_size=40),
+        st.recursive(st.none() | st.integers() | st.text(max_size=5), st.lists).map(
+            lambda v: _b64({"v": v}) if isinstance(v, list) else _b64({"alg": v})
+        ),
+        st.just(base64.urlsafe_b64encode(b"[1]").decode()),
+    ),
+    rest=st.sampled_from(["", ".", ".e30.sig", ".e30"]),
+)
+def test_07_a_malformed_token_is_refused_with_identity_error_only(issuer, config, head, rest):
+    with pytest.raises(IdentityError):
+        verify_token(head + rest, config)
+
+
+def test_07_a_header_with_junk_characters_is_refused(issuer, config):
+    head, _, tail = issuer.mint("alice").partition(".")
+    with pytest.raises(IdentityError, match="malformed"):
+        verify_token(f"{head[:4]}!{head[4:]}.{tail}", config)
 
 
 def test_07_a_token_signed_by_another_key_with_the_same_kid_is_refused(issuer, config, tmp_path):

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import contextlib
+from importlib import resources
 
+import cedarpy
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -48,6 +50,23 @@ def test_equality_residual_becomes_field_eq():
 def test_06_unknown_residual_operator_raises_policy_error(op):
     with pytest.raises(PolicyError):
         residuals_to_filter(_policy({op: {"left": R, "right": {"Value": 1}}}), resource_type="X")
+
+
+@pytest.mark.parametrize(
+    ("op", "short_circuit"), [("&&", {"Value": False}), ("||", {"Value": True})]
+)
+def test_lazy_operators_skip_what_cedar_would_not_evaluate(op, short_circuit):
+    # ``false && e`` / ``true || e`` never evaluate ``e`` in Cedar, so an untranslatable ``e``
+    # there changes nothing; on the other side it is read and refused.
+    mystery = {"like": {"left": R, "right": {"Value": 1}}}
+    node, _ = residuals_to_filter(
+        _policy({op: {"left": short_circuit, "right": mystery}}), resource_type="X"
+    )
+    assert node == Const(value=op == "||")
+    with pytest.raises(PolicyError):
+        residuals_to_filter(
+            _policy({op: {"left": {"Value": op == "&&"}, "right": mystery}}), resource_type="X"
+        )
 
 
 def test_06_comparing_two_resource_fields_is_refused():
@@ -243,3 +262,122 @@ def test_simplify_is_idempotent_and_keeps_the_meaning(node, tenant, owner):
     assert simplify(once) == once
     attrs = {"tenant": tenant, "owner": owner}
     assert evaluate(once, attrs) == evaluate(node, attrs)
+
+
+# The engine hands Cedar only the policies whose scope can match; that must change nothing.
+_DATA = resources.files("mamori.policy") / "data"
+SCHEMA = (_DATA / "hospital.cedarschema").read_text("utf-8")
+A = 'Hospital::Action::"{}"'.format
+
+# Every scope form Cedar has: ==, in (list), is, == entity, All, principal in role.
+POOL = [
+    f"permit (principal, action == {A('read_document')}, resource is Hospital::Document);",
+    (
+        "forbid (principal, action, resource is Hospital::Document)"
+        " unless { resource.tenant == principal.tenant };"
+    ),
+    f"permit (principal, action in [{A('read_patient')}, {A('read_document')}], resource);",
+    'permit (principal, action, resource == Hospital::Classification::"PII");',
+    'forbid (principal in Hospital::Role::"janitor", action, resource);',
+    f"permit (principal, action == {A('read_field')}, resource is Hospital::Classification);",
+    (
+        f"forbid (principal, action == {A('read_patient')}, resource)"
+        ' when { resource.tenant == "t2" };'
+    ),
+    'permit (principal, action, resource) when { principal.tenant == "t1" };',
+    (
+        f"permit (principal, action == {A('invoke_model')}, resource is Hospital::Model)"
+        ' when { resource.labels.contains("PHI") };'
+    ),
+]
+ACTION_TYPES = {
+    "read_patient": "Hospital::Patient",
+    "read_document": "Hospital::Document",
+    "read_field": "Hospital::Classification",
+    "invoke_model": "Hospital::Model",
+}
+ATTRS = {
+    "Hospital::Patient": {"tenant": "t2", "patient_id": "p", "care_team": frozenset({"u"})},
+    "Hospital::Document": {
+        "tenant": "t1",
+        "patient_id": "p",
+        "classification": "PHI",
+        "care_team": frozenset(),
+    },
+    "Hospital::Classification": {},
+    "Hospital::Model": {"tenant": "t1", "labels": frozenset({"PHI"})},
+}
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    chosen=st.lists(st.sampled_from(POOL), min_size=1, max_size=len(POOL), unique=True),
+    req=st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["doctor", "janitor"]),
+            "tenant": st.sampled_from(["t1", "t2"]),
+            "action": st.sampled_from(sorted(ACTION_TYPES)),
+            "resource_id": st.sampled_from(["PII", "x"]),
+            "mismatched": st.booleans(),
+        }
+    ),
+)
+def test_scoped_decisions_and_filters_equal_the_whole_policy_set(chosen, req):
+    role, tenant, action = req["role"], req["tenant"], req["action"]
+    resource_id, mismatched = req["resource_id"], req["mismatched"]
+    text = "\n".join(chosen)
+    engine = PolicyEngine(policies=text, schema=SCHEMA)
+    # A resource type the action does not apply to is an error, and must stay one.
+    rtype = "Hospital::Patient" if mismatched else ACTION_TYPES[action]
+    role_uid = EntityUid("Hospital::Role", role)
+    user = Entity(EntityUid("Hospital::User", "u"), {"tenant": tenant, "user_id": "u"}, (role_uid,))
+    resource = Entity(EntityUid(rtype, resource_id), ATTRS[rtype])
+    action_uid = EntityUid("Hospital::Action", action)
+    entities = [user, Entity(role_uid), resource]
+
+    scoped = engine.decide(Request(user.uid, action_uid, resource.uid), entities)
+    whole = cedarpy.is_authorized(
+        {
+            "principal": user.uid.to_json(),
+            "action": action_uid.to_json(),
+            "resource": resource.uid.to_json(),
+            "context": {},
+        },
+        text,
+        [e.to_json() for e in entities],
+        SCHEMA,
+    )
+    assert scoped.allowed == (whole.allowed and not whole.diagnostics.errors)
+    assert scoped.policy_ids == tuple(sorted(whole.diagnostics.reasons))
+
+    partial = cedarpy.is_authorized_partial(
+        {"principal": str(user.uid), "action": str(action_uid), "context": {}},
+        text,
+        [e.to_json() for e in entities[:2]],
+        SCHEMA,
+    )
+    # The same steps as the engine, on the whole set.
+    expected: object
+    if partial.diagnostics.errors:
+        expected = PolicyError
+    elif partial.decision is cedarpy.Decision.Deny:
+        expected = Const(value=False)
+    else:
+        try:
+            expected = residuals_to_filter(partial.residuals, resource_type=rtype)[0]
+        except PolicyError:
+            expected = PolicyError
+    try:
+        got: object = engine.resource_filter(
+            principal=user.uid, action=action_uid, resource_type=rtype, entities=entities[:2]
+        )[0]
+    except PolicyError:
+        got = PolicyError
+    if expected is PolicyError and got is not PolicyError:
+        # Dropping a policy that cannot match this resource type may also drop the node the
+        # translator refused; the filter must then still agree with the full decision (a
+        # request whose resource type the action does not apply to has no full decision).
+        if not mismatched:
+            assert evaluate(got, resource.attrs) == scoped.allowed
+    else:
+        assert got == expected

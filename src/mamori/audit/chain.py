@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mamori.errors import StoreError
@@ -49,9 +49,19 @@ class AuditRecord:
 
     def to_json(self) -> dict[str, Any]:
         """Return the record as plain JSON types."""
-        data = asdict(self)
-        data["policy_ids"] = list(self.policy_ids)
-        return data
+        # Spelled out rather than ``dataclasses.asdict``: this runs twice per decision and
+        # asdict's deep copy was a third of the audit cost.
+        return {
+            "seq": self.seq,
+            "timestamp": self.timestamp,
+            "principal": self.principal,
+            "action": self.action,
+            "resource": self.resource,
+            "decision": self.decision,
+            "policy_ids": list(self.policy_ids),
+            "reason": self.reason,
+            "prev_hash": self.prev_hash,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AuditRecord:

@@ -18,6 +18,7 @@ from mamori.policy import (
     Decision,
     Effect,
     Entity,
+    EntitySet,
     EntityUid,
     FilterNode,
     PolicyEngine,
@@ -83,6 +84,7 @@ class Authorizer:
         self.audit = audit
         self.decisions = LruCache(cache_size)
         self.filters = LruCache(cache_size)
+        self.entity_sets = LruCache(cache_size)
 
     def _deny(self, ctx: TrustedContext, action: str, resource: str, reason: str) -> Decision:
         decision = Decision(Effect.DENY, (), reason)
@@ -98,6 +100,17 @@ class Authorizer:
             policy_ids=decision.policy_ids,
             reason=decision.reason,
         )
+
+    def _principal_entities(self, ctx: TrustedContext) -> EntitySet:
+        """The principal's own entities, parsed by Cedar once per principal and policy version."""
+        key = (ctx.principal.cache_key(), self.engine.version)
+        cached = self.entity_sets.get(key)
+        if cached is not None:
+            entity_set: EntitySet = cached
+            return entity_set
+        entity_set = self.engine.entity_set(ctx.entities())
+        self.entity_sets.put(key, entity_set)
+        return entity_set
 
     def check(
         self,
@@ -131,8 +144,11 @@ class Authorizer:
             decision = cached
         else:
             request = Request(ctx.uid, ctx.domain.action(action), resource.uid, ctx_items)
-            entities = (*ctx.entities(), resource, *extra_entities)
-            decision = self.engine.decide(request, entities)
+            try:
+                base = self._principal_entities(ctx)
+            except PolicyError as exc:
+                return self._deny(ctx, action, str(resource.uid), str(exc))
+            decision = self.engine.decide(request, (resource, *extra_entities), base=base)
             if not extra_entities:
                 self.decisions.put(key, decision)
         try:
@@ -168,7 +184,8 @@ class Authorizer:
                 principal=ctx.uid,
                 action=ctx.domain.action(action),
                 resource_type=qualified,
-                entities=ctx.entities(),
+                entities=(),
+                base=self._principal_entities(ctx),
             )
         except PolicyError as exc:
             self._deny(ctx, action, f"{qualified}::*", f"filter build failed: {exc}")
@@ -191,3 +208,4 @@ class Authorizer:
         """Drop both caches (e.g. after an ACL change pushed by the source system)."""
         self.decisions.clear()
         self.filters.clear()
+        self.entity_sets.clear()

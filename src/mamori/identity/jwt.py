@@ -9,6 +9,7 @@ match the key's type (no RSA-public-key-as-HMAC-secret confusion), and ``exp``, 
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -164,11 +165,19 @@ class VerifierConfig:
 
 
 def _header(token: str) -> dict[str, Any]:
+    # Read only to choose the key and the algorithm; PyJWT parses the token again, strictly,
+    # and refuses it unless its own reading carries the same algorithm and the signature
+    # verifies. Parsing it here instead of through PyJWT halves the cost of a verification.
+    head, dot, _ = token.partition(".")
     try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as exc:
+        header = json.loads(
+            base64.b64decode(head + "=" * (-len(head) % 4), altchars=b"-_", validate=True)
+        )
+    except (ValueError, TypeError) as exc:  # binascii.Error and JSONDecodeError included
         raise IdentityError("malformed token") from exc
-    return dict(header)
+    if not dot or not isinstance(header, dict):
+        raise IdentityError("malformed token")
+    return header
 
 
 def verify_token(token: str, config: VerifierConfig) -> Principal:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from mamori.policy.engine import Decision, Effect, Entity, EntityUid, PolicyEngine, Request
+from mamori.policy.engine import (
+    Decision,
+    Effect,
+    Entity,
+    EntitySet,
+    EntityUid,
+    PolicyEngine,
+    Request,
+)
 from mamori.policy.filters import (
     And,
     CompareOp,
@@ -27,6 +35,7 @@ __all__ = [
     "Decision",
     "Effect",
     "Entity",
+    "EntitySet",
     "EntityUid",
     "FieldCompare",
     "FieldContains",

@@ -29,6 +29,7 @@ __all__ = [
     "Decision",
     "Effect",
     "Entity",
+    "EntitySet",
     "EntityUid",
     "PolicyEngine",
     "Request",
@@ -80,6 +81,29 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+class EntitySet:
+    """Entities parsed and validated by Cedar once, reused by several requests.
+
+    Built by :meth:`PolicyEngine.entity_set`. A principal's own entities (the user and its
+    roles) are the same in every request of a session; parsing them once instead of per call
+    is a third of a partial evaluation.
+    """
+
+    __slots__ = ("_handle", "version")
+
+    def __init__(self, handle: cedarpy.Entities, version: str) -> None:
+        """Wrap a handle validated against the schema of policy version ``version``."""
+        self._handle = handle
+        self.version = version
+
+    def with_added(self, entities: Iterable[Entity], schema: cedarpy.Schema) -> cedarpy.Entities:
+        """A new handle: these entities plus ``entities``, the whole validated by ``schema``."""
+        delta = [e.to_json() for e in entities]
+        if not delta:
+            return self._handle
+        return self._handle.with_added_json_str(json.dumps(delta), schema)
+
+
 def _cedar_literal(uid: EntityUid) -> str:
     # cedarpy's partial evaluator only takes entity references in Cedar syntax. Rather than
     # re-implement Cedar's string escaping, refuse any id that would need it.
@@ -119,6 +143,58 @@ class Decision:
         return self.effect is Effect.ALLOW
 
 
+class _ScopedPolicies:
+    """Per (action, resource type), the policies whose scope can match; Cedar sees only those.
+
+    Evaluation cost grows with the policy count and most policies are scoped to one action and
+    one resource type, so handing Cedar the whole set (and translating a residual for every
+    policy) wasted most of a decision. Only scope clauses that are false for *every* request
+    with that action and resource type drop a policy: ``action == A`` with another action, and
+    ``resource is T`` / ``resource == T::"x"`` with another type. ``in`` clauses depend on the
+    entity and action hierarchies, so they always keep the policy. Policy ids and annotations
+    are kept, so decisions name the same determining policies as with the whole set.
+    """
+
+    def __init__(self, text: str, whole: cedarpy.PolicySet) -> None:
+        self._whole = whole
+        est = json.loads(cedarpy.policies_to_json_str(text))
+        # Templates are linked by id across the set; keep such sets whole.
+        self._static: dict[str, Any] | None = (
+            None if est.get("templates") or est.get("templateLinks") else est["staticPolicies"]
+        )
+        self._subsets: dict[tuple[EntityUid, str], cedarpy.PolicySet] = {}
+
+    def get(self, action: EntityUid, resource_type: str) -> cedarpy.PolicySet:
+        if self._static is None:
+            return self._whole
+        key = (action, resource_type)
+        subset = self._subsets.get(key)
+        if subset is None:
+            kept = {
+                pid: policy
+                for pid, policy in self._static.items()
+                if _scope_can_match(policy, action, resource_type)
+            }
+            subset = cedarpy.PolicySet.from_json_str(
+                json.dumps({"staticPolicies": kept, "templates": {}, "templateLinks": []})
+            )
+            # A racing thread builds the same subset; either copy is correct.
+            self._subsets[key] = subset
+        return subset
+
+
+def _scope_can_match(policy: Mapping[str, Any], action: EntityUid, resource_type: str) -> bool:
+    action_scope, resource_scope = policy["action"], policy["resource"]
+    if action_scope["op"] == "==" and action_scope.get("entity") != action.to_json():
+        return False
+    op = resource_scope["op"]
+    if op == "is":
+        return bool(resource_scope["entity_type"] == resource_type)
+    if op == "==" and "entity" in resource_scope:
+        return bool(resource_scope["entity"]["type"] == resource_type)
+    return True
+
+
 class PolicyEngine:
     """A validated Cedar policy set and schema."""
 
@@ -139,6 +215,7 @@ class PolicyEngine:
             msg = f"{source}: policies do not validate against the schema: {errors}"
             raise ConfigError(msg)
         self.version = hashlib.sha256(f"{policies}\x00{schema}".encode()).hexdigest()[:16]
+        self._scoped = _ScopedPolicies(policies, self._policies)
 
     @classmethod
     def from_files(cls, policies: Path, schema: Path) -> PolicyEngine:
@@ -162,8 +239,36 @@ class PolicyEngine:
             raise ConfigError(msg) from exc
         return cls(policies=text, schema=schema, source=f"mamori.policy/data/{domain}.cedar")
 
-    def decide(self, request: Request, entities: Iterable[Entity]) -> Decision:
-        """Make a full authorization decision. Never raises: every failure is a deny."""
+    def entity_set(self, entities: Iterable[Entity]) -> EntitySet:
+        """Parse and validate ``entities`` once, for :meth:`decide` and :meth:`resource_filter`.
+
+        Raises:
+            PolicyError: when Cedar refuses them (the caller must deny).
+        """
+        try:
+            handle = cedarpy.Entities.from_json_str(
+                json.dumps([e.to_json() for e in entities]), self._schema
+            )
+        except Exception as exc:
+            raise PolicyError("entities do not conform to the schema") from exc
+        return EntitySet(handle, self.version)
+
+    def _entities(
+        self, entities: Iterable[Entity], base: EntitySet | None
+    ) -> list[dict[str, Any]] | cedarpy.Entities:
+        if base is None:
+            return [e.to_json() for e in entities]
+        if base.version != self.version:
+            raise PolicyError("entity set was built for another policy version")
+        return base.with_added(entities, self._schema)
+
+    def decide(
+        self, request: Request, entities: Iterable[Entity], *, base: EntitySet | None = None
+    ) -> Decision:
+        """Make a full authorization decision. Never raises: every failure is a deny.
+
+        ``entities`` are added to ``base`` (from :meth:`entity_set`) when one is given.
+        """
         try:
             cedar_request = {
                 "principal": request.principal.to_json(),
@@ -171,8 +276,9 @@ class PolicyEngine:
                 "resource": request.resource.to_json(),
                 "context": {k: _json_value(v) for k, v in request.context.items()},
             }
+            policies = self._scoped.get(request.action, request.resource.type)
             result = cedarpy.is_authorized(
-                cedar_request, self._policies, [e.to_json() for e in entities], self._schema
+                cedar_request, policies, self._entities(entities, base), self._schema
             )
             diagnostics = result.diagnostics
             names = diagnostics.id_annotations_by_reason
@@ -197,6 +303,7 @@ class PolicyEngine:
         resource_type: str,
         entities: Iterable[Entity],
         context: Mapping[str, Any] | None = None,
+        base: EntitySet | None = None,
     ) -> tuple[FilterNode, tuple[str, ...]]:
         """Return the filter over ``resource_type`` that this principal may ``action``.
 
@@ -209,8 +316,9 @@ class PolicyEngine:
             "context": {k: _json_value(v) for k, v in (context or {}).items()},
         }
         try:
+            policies = self._scoped.get(action, resource_type)
             result = cedarpy.is_authorized_partial(
-                request, self._policies, [e.to_json() for e in entities], self._schema
+                request, policies, self._entities(entities, base), self._schema
             )
             errors = result.diagnostics.errors
             decision = result.decision

@@ -10,7 +10,7 @@ Compilers (Qdrant, SQLAlchemy) match on the same closed set with ``assert_never`
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -127,43 +127,62 @@ _COMPARE_SWAP: Mapping[CompareOp, CompareOp] = {
 }
 
 
-def simplify(node: FilterNode) -> FilterNode:  # noqa: PLR0911 -- one return per fold rule
-    """Fold constants so that an all-false filter becomes exactly ``Const(False)``."""
+def simplify(node: FilterNode) -> FilterNode:
+    """Fold constants and duplicates so that an all-false filter is exactly ``Const(False)``.
+
+    Idempotent: the folded filter keys the filter cache, so folding twice changes nothing.
+    """
     if isinstance(node, And):
-        kids = _flatten(And, [simplify(c) for c in node.children])
-        if any(k == _FALSE for k in kids):
-            return _FALSE
-        kept = tuple(k for k in kids if k != _TRUE)
-        if not kept:
-            return _TRUE
-        return kept[0] if len(kept) == 1 else And(kept)
+        return _conj(simplify(c) for c in node.children)
     if isinstance(node, Or):
-        kids = _flatten(Or, [simplify(c) for c in node.children])
-        if any(k == _TRUE for k in kids):
-            return _TRUE
-        kept = tuple(k for k in kids if k != _FALSE)
-        if not kept:
-            return _FALSE
-        return kept[0] if len(kept) == 1 else Or(kept)
+        return _disj(simplify(c) for c in node.children)
     if isinstance(node, Not):
-        inner = simplify(node.child)
-        if isinstance(inner, Const):
-            return Const(value=not inner.value)
-        if isinstance(inner, Not):
-            return inner.child
-        return Not(inner)
+        return _neg(simplify(node.child))
     return node
 
 
-def _flatten(kind: type[And | Or], kids: list[FilterNode]) -> list[FilterNode]:
-    # Duplicates are dropped at every level: Cedar returns residuals in no fixed order, and
-    # the folded filter (which keys the filter cache) must not depend on that order.
+# The three folding constructors below take already-folded children. The translator builds
+# with them directly, so a residual is folded once, while it is read, not walked again.
+
+
+def _conj(kids: Iterable[FilterNode]) -> FilterNode:
     flat: list[FilterNode] = []
     for kid in kids:
-        for leaf in kid.children if isinstance(kid, kind) else (kid,):
+        if type(kid) is Const:
+            if not kid.value:
+                return _FALSE
+            continue
+        # Duplicates are dropped at every level: Cedar returns residuals in no fixed order,
+        # and the filter (a cache key) must not depend on how the policies were nested.
+        for leaf in kid.children if type(kid) is And else (kid,):
             if leaf not in flat:
                 flat.append(leaf)
-    return flat
+    if not flat:
+        return _TRUE
+    return flat[0] if len(flat) == 1 else And(tuple(flat))
+
+
+def _disj(kids: Iterable[FilterNode]) -> FilterNode:
+    flat: list[FilterNode] = []
+    for kid in kids:
+        if type(kid) is Const:
+            if kid.value:
+                return _TRUE
+            continue
+        for leaf in kid.children if type(kid) is Or else (kid,):
+            if leaf not in flat:
+                flat.append(leaf)
+    if not flat:
+        return _FALSE
+    return flat[0] if len(flat) == 1 else Or(tuple(flat))
+
+
+def _neg(child: FilterNode) -> FilterNode:
+    if type(child) is Const:
+        return _TRUE if not child.value else _FALSE
+    if type(child) is Not:
+        return child.child
+    return Not(child)
 
 
 class _Translator:
@@ -177,24 +196,28 @@ class _Translator:
         match op:
             case "Value":
                 if isinstance(body, bool):
-                    return Const(value=body)
+                    return _TRUE if body else _FALSE
                 raise PolicyError("non-boolean literal in a boolean position")
+            # Cedar evaluates ``&&`` and ``||`` lazily: ``false && e`` is false whatever ``e``
+            # is, so ``e`` is not read (the forbids of other resource types end here).
             case "&&":
-                return And((self.boolean(body["left"]), self.boolean(body["right"])))
+                left = self.boolean(body["left"])
+                return _FALSE if left is _FALSE else _conj((left, self.boolean(body["right"])))
             case "||":
-                return Or((self.boolean(body["left"]), self.boolean(body["right"])))
+                left = self.boolean(body["left"])
+                return _TRUE if left is _TRUE else _disj((left, self.boolean(body["right"])))
             case "!":
-                return Not(self.boolean(body["arg"]))
+                return _neg(self.boolean(body["arg"]))
             case "==" | "!=":
                 node = self._equality(body["left"], body["right"])
-                return node if op == "==" else Not(node)
+                return node if op == "==" else _neg(node)
             case "<" | "<=" | ">" | ">=":
                 return self._compare(CompareOp(op), body["left"], body["right"])
             case "is":
                 self._require_resource(body["left"])
                 if "in" in body:
                     raise PolicyError("'is ... in' on the unknown resource is not translatable")
-                return Const(value=body["entity_type"] == self.resource_type)
+                return _TRUE if body["entity_type"] == self.resource_type else _FALSE
             case "has":
                 return FieldExists(self._field_path(body["left"], body["attr"]))
             case "contains":
@@ -204,7 +227,7 @@ class _Translator:
                 return FieldContainsAny(field, self._scalar_set(body["right"]))
             case "containsAll":
                 field = self._field(body["left"])
-                return And(tuple(FieldContains(field, v) for v in self._scalar_set(body["right"])))
+                return _conj(FieldContains(field, v) for v in self._scalar_set(body["right"]))
             case _:
                 msg = f"unsupported residual node {op!r}; denying"
                 raise PolicyError(msg)
@@ -217,7 +240,7 @@ class _Translator:
             return FieldEq(left_field, self._scalar(right))
         if right_field is not None:
             return FieldEq(right_field, self._scalar(left))
-        return Const(value=self._scalar(left) == self._scalar(right))
+        return _TRUE if self._scalar(left) == self._scalar(right) else _FALSE
 
     def _compare(self, op: CompareOp, left: Any, right: Any) -> FilterNode:
         left_field = self._maybe_field(left)
@@ -234,7 +257,7 @@ class _Translator:
             return FieldContains(left_field, self._scalar(right))
         # ``["a", "b"].contains(resource.x)`` is membership of a scalar field in a literal set.
         right_field = self._field(right)
-        return Or(tuple(FieldEq(right_field, v) for v in self._scalar_set(left)))
+        return _disj(FieldEq(right_field, v) for v in self._scalar_set(left))
 
     def _require_resource(self, expr: Any) -> None:
         op, body = _single(expr)
@@ -319,7 +342,8 @@ def _policy_condition(policy: Mapping[str, Any], translator: _Translator) -> Fil
     parts: list[FilterNode] = []
     scope_op = resource_scope.get("op")
     if scope_op == "is" and "in" not in resource_scope:
-        parts.append(Const(value=resource_scope.get("entity_type") == translator.resource_type))
+        if resource_scope.get("entity_type") != translator.resource_type:
+            return _FALSE
     elif scope_op != "All":
         msg = f"resource scope {scope_op!r} is not translatable"
         raise PolicyError(msg)
@@ -328,16 +352,16 @@ def _policy_condition(policy: Mapping[str, Any], translator: _Translator) -> Fil
         if _cannot_apply(kind, body):
             # Fast path: partial evaluation already decided this policy cannot apply (every
             # policy of another action or role arrives as ``when { false }``).
-            return Const(value=False)
+            return _FALSE
         body = translator.boolean(body)
         if kind == "when":
             parts.append(body)
         elif kind == "unless":
-            parts.append(Not(body))
+            parts.append(_neg(body))
         else:
             msg = f"unknown condition kind {kind!r}"
             raise PolicyError(msg)
-    return And(tuple(parts))
+    return _conj(parts)
 
 
 def residuals_to_filter(
@@ -356,7 +380,7 @@ def residuals_to_filter(
     contributing: list[str] = []
     try:
         for policy_id, policy in sorted(residuals.items()):
-            node = simplify(_policy_condition(policy, translator))
+            node = _policy_condition(policy, translator)
             if node == _FALSE:
                 continue
             contributing.append(policy.get("annotations", {}).get("id", policy_id))
@@ -370,5 +394,5 @@ def residuals_to_filter(
                 raise PolicyError(msg)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise PolicyError("malformed residual policy") from exc
-    combined = simplify(And((Or(tuple(permits)), Not(Or(tuple(forbids))))))
+    combined = _conj((_disj(permits), _neg(_disj(forbids))))
     return combined, tuple(contributing)
