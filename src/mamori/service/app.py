@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI
@@ -24,9 +26,12 @@ from mamori.service.runtime import (
     InProcessScanner,
     ScanMode,
     build_runtime,
+    job_queue,
     jobs_available,
-    queue_enqueue,
 )
+
+if TYPE_CHECKING:
+    from mamori.jobs import JobQueue
 
 __all__ = ["create_app"]
 
@@ -41,7 +46,7 @@ def create_app(
     *,
     scan_mode: ScanMode = ScanMode.AUTO,
     enqueue: Callable[[str], None] | None = None,
-    mlflow_doorbell: Callable[[], None] | None = None,
+    mlflow_doorbell: Callable[[str], object] | None = None,
 ) -> FastAPI:
     """Build the API over a runtime made from ``settings`` (default: environment + toml).
 
@@ -49,14 +54,23 @@ def create_app(
         settings: the service settings.
         scan_mode: where scans run when ``enqueue`` is not given (see :class:`ScanMode`).
         enqueue: receives each digest that needs a scan; overrides ``scan_mode``.
-        mlflow_doorbell: rung after each accepted MLflow delivery; default: process the
-            deliveries on a thread of this process (when MLflow is configured).
+        mlflow_doorbell: called with the id of each accepted MLflow delivery; default: one
+            queue task per delivery when scans go through the queue, else a thread of this
+            process (when MLflow is configured).
     """
     settings = settings or load_settings()
     metrics = Metrics()
     scanner: InProcessScanner | None = None
+    queue: JobQueue | None = None
     if enqueue is None:
-        enqueue, scanner = _scanning(settings, scan_mode)
+        enqueue, scanner, queue = _scanning(settings, scan_mode)
+    if mlflow_doorbell is None and queue is not None:
+        # Deliveries are worked by the queue's workers, one task each, not by this process.
+        from mamori.lifecycle.mlflow.tasks import register_mlflow_tasks  # noqa: PLC0415
+
+        tasks = register_mlflow_tasks(queue, settings)
+        if tasks is not None:
+            mlflow_doorbell = tasks.delivery
 
     def _authorizer(engine: PolicyEngine) -> CountingAuthorizer:
         return CountingAuthorizer(engine, metrics.decisions)
@@ -100,13 +114,16 @@ def create_app(
 
 def _scanning(
     settings: Settings, mode: ScanMode
-) -> tuple[Callable[[str], None], InProcessScanner | None]:
+) -> tuple[Callable[[str], None], InProcessScanner | None, JobQueue | None]:
     if mode is ScanMode.AUTO:
         mode = ScanMode.QUEUE if jobs_available() else ScanMode.INLINE
     if mode is ScanMode.QUEUE:
-        return queue_enqueue(settings), None
+        from mamori.jobs import enqueue_scan  # noqa: PLC0415 - job_queue checked it is there
+
+        queue = job_queue(settings)
+        return functools.partial(enqueue_scan, queue), None, queue
     scanner = InProcessScanner()
-    return scanner.enqueue, scanner
+    return scanner.enqueue, scanner, None
 
 
 def _health_routes(app: FastAPI, metrics: Metrics) -> None:

@@ -2,7 +2,8 @@
 
 ``POST /v1/hooks/mlflow`` reads the raw body first, verifies the HMAC over those exact bytes,
 the replay window and the delivery id, stores the delivery (outbox) and answers 202; the work
-runs behind a doorbell (a thread here, or a Huey task). ``GET /v1/gate/binding`` is what the
+runs behind a doorbell (one Huey task per delivery when the service uses the job queue,
+else a thread here). ``GET /v1/gate/binding`` is what the
 ``mamori-gate`` plugin asks. ``POST /v1/hooks/mlflow/break-glass`` records an audited,
 time-limited exception (admin, MFA, reason).
 
@@ -85,8 +86,8 @@ class Doorbell:
         self._thread = threading.Thread(target=self._run, name="mamori-mlflow", daemon=True)
         self._thread.start()
 
-    def ring(self) -> None:
-        """Ask for ``work`` to run soon."""
+    def ring(self, _delivery_id: str = "") -> None:
+        """Ask for ``work`` to run soon (it handles every pending delivery, this one too)."""
         self._event.set()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -126,8 +127,10 @@ def _in_process_doorbell(runtime: Runtime) -> Doorbell:
     return bell
 
 
-def mlflow_router(runtime: Runtime, *, doorbell: Callable[[], None] | None = None) -> APIRouter:
-    """The MLflow routes; ``doorbell`` is rung after each accepted delivery.
+def mlflow_router(
+    runtime: Runtime, *, doorbell: Callable[[str], object] | None = None
+) -> APIRouter:
+    """The MLflow routes; ``doorbell`` gets the id of each accepted delivery.
 
     Without a ``doorbell`` the deliveries are processed on a thread of this process.
     """
@@ -169,7 +172,9 @@ def mlflow_router(runtime: Runtime, *, doorbell: Callable[[], None] | None = Non
                 HTTPStatus.CONFLICT, f"delivery {delivery.delivery_id} was already received"
             )
         if kind is not None and ring is not None:
-            ring()
+            # The delivery is stored first: a lost ring is caught up by the worker's start
+            # and the periodic sweep, never lost.
+            ring(delivery.delivery_id)
         return JSONResponse(
             {"delivery_id": delivery.delivery_id, "event": kind.value if kind else "ignored"},
             status_code=HTTPStatus.ACCEPTED,

@@ -8,14 +8,13 @@ installed, or a background thread in this process (:class:`InProcessScanner`) ot
 from __future__ import annotations
 
 import enum
-import functools
 import importlib.util
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import structlog
 
@@ -31,14 +30,17 @@ from mamori.lifecycle.factory import load_lifecycle_policies, load_scan_policy
 from mamori.policy.engine import PolicyEngine
 from mamori.store import Store
 
+if TYPE_CHECKING:
+    from mamori.jobs import JobQueue
+
 __all__ = [
     "InProcessScanner",
     "Runtime",
     "ScanMode",
     "build_runtime",
     "dev_issuer",
+    "job_queue",
     "jobs_available",
-    "queue_enqueue",
     "verifier_config",
 ]
 
@@ -62,13 +64,13 @@ def jobs_available() -> bool:
     return importlib.util.find_spec("mamori.jobs") is not None
 
 
-def queue_enqueue(settings: Settings) -> Callable[[str], None]:
-    """The enqueue function of the Huey queue configured by ``settings``."""
+def job_queue(settings: Settings) -> JobQueue:
+    """The Huey queue configured by ``settings`` (scans, and MLflow deliveries when set)."""
     try:
-        from mamori.jobs import enqueue_scan, make_queue  # noqa: PLC0415 - optional package
+        from mamori.jobs import make_queue  # noqa: PLC0415 - optional package
     except ImportError as exc:
         raise ConfigError("scan mode 'queue' needs the mamori.jobs package") from exc
-    return functools.partial(enqueue_scan, make_queue(settings))
+    return make_queue(settings)
 
 
 def dev_issuer(settings: Settings) -> DevIssuer:

@@ -11,6 +11,8 @@ from fastapi.testclient import TestClient
 
 from mamori.config import load_settings
 from mamori.identity.apitokens import Scope
+from mamori.jobs import make_queue
+from mamori.lifecycle.mlflow.events import build_integration
 from mamori.lifecycle.mlflow.webhook import sign
 from mamori.service import ScanMode, create_app
 from mamori.service.runtime import dev_issuer
@@ -22,8 +24,8 @@ SECRET = "route-secret"
 def client(tmp_path):
     settings = load_settings(data_dir=tmp_path / "data", mlflow_webhook_secret=SECRET)
     issuer = dev_issuer(settings)
-    rung: list[int] = []
-    app = create_app(settings, scan_mode=ScanMode.INLINE, mlflow_doorbell=lambda: rung.append(1))
+    rung: list[str] = []
+    app = create_app(settings, scan_mode=ScanMode.INLINE, mlflow_doorbell=rung.append)
     with TestClient(app, client=("127.0.0.1", 50000)) as c:
         c.rung = rung
         c.runtime = app.state.runtime
@@ -51,9 +53,33 @@ def _alias_event() -> bytes:
 
 def test_an_accepted_delivery_answers_202_and_rings_the_doorbell(client):
     body = _alias_event()
-    response = client.post("/v1/hooks/mlflow", content=body, headers=_signed(body))
+    headers = _signed(body)
+    response = client.post("/v1/hooks/mlflow", content=body, headers=headers)
     assert response.status_code == 202
-    assert client.rung == [1]
+    assert client.rung == [headers["X-MLflow-Delivery-Id"]]
+
+
+def test_with_the_job_queue_each_delivery_becomes_a_worker_task(tmp_path):
+    # The API process only stores the delivery and enqueues it; a worker does the work.
+    settings = load_settings(
+        data_dir=tmp_path / "data",
+        mlflow_webhook_secret=SECRET,
+        mlflow_tracking_uri="http://127.0.0.1:9",  # never contacted: the event needs no lookup
+    )
+    app = create_app(settings, scan_mode=ScanMode.QUEUE)
+    data = {"name": "m", "description": "", "tags": {}}
+    body = json.dumps({"entity": "registered_model", "action": "created", "data": data}).encode()
+    headers = _signed(body)
+    with TestClient(app, client=("127.0.0.1", 50000)) as c:
+        assert c.post("/v1/hooks/mlflow", content=body, headers=headers).status_code == 202
+        integration = build_integration(settings, app.state.runtime.lifecycle)
+        assert integration.pending() == [headers["X-MLflow-Delivery-Id"]]
+    huey = make_queue(settings).huey
+    (task,) = huey.pending()
+    assert task.name == "mamori.mlflow.delivery"
+    assert task.args == (headers["X-MLflow-Delivery-Id"],)
+    huey.execute(task)
+    assert integration.pending() == []
 
 
 def test_a_rejected_delivery_is_a_401_problem_and_rings_nothing(client):

@@ -26,9 +26,11 @@ from typing import Final
 import structlog
 from mlflow.artifacts import download_artifacts
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
 from sqlalchemy import select
 
+from mamori.errors import MamoriError, RegistryError
 from mamori.identity.principal import Principal
 from mamori.lifecycle.mlflow.gate import SOURCE
 from mamori.lifecycle.service import Lifecycle
@@ -50,6 +52,18 @@ SYNC_PRINCIPAL: Final = Principal(
 
 _READY: Final = "READY"
 _NOT_FOUND: Final = "RESOURCE_DOES_NOT_EXIST"
+
+
+_MAX_LISTED: Final = 100_000
+"""Artifact entries listed per version before the listing is refused as hostile."""
+
+
+def _error_text(exc: Exception) -> str:
+    if isinstance(exc, MlflowException):
+        return str(exc.message)
+    if isinstance(exc, MamoriError):
+        return exc.diagnostics()
+    return repr(exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,18 +127,8 @@ class Resolver:
             )
         staging = Path(tempfile.mkdtemp(prefix="mlflow-", dir=self.staging_dir))
         try:
-            try:
-                local = Path(
-                    download_artifacts(
-                        artifact_uri=uri, dst_path=str(staging), tracking_uri=self.tracking_uri
-                    )
-                )
-            except Exception as exc:  # noqa: BLE001 - any download failure leaves the version unbound (gate denies); recorded and retried by the sweep
-                text = exc.message if isinstance(exc, MlflowException) else repr(exc)
-                return self._record(
-                    name, version, VersionStatus.FAILED, error=f"download: {text[:480]}"
-                )
-            files, problem = self._files(local)
+            local, problem = self._download(uri, staging)
+            files, problem = self._files(local) if local is not None else ([], problem)
             if problem:
                 return self._record(name, version, VersionStatus.FAILED, error=problem)
             digests = []
@@ -142,6 +146,45 @@ class Resolver:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return self._record(name, version, VersionStatus.RESOLVED, digests=tuple(digests))
+
+    def _download(self, uri: str, staging: Path) -> tuple[Path | None, str]:
+        """Download into ``staging`` unless the listing already exceeds the limit."""
+        # NOTE: any failure leaves the version unbound (the gate denies); it is recorded and
+        # the sweep retries it, so both handlers below catch everything.
+        try:
+            listed = self._listed_size(uri)
+        except Exception as exc:  # noqa: BLE001 - see NOTE
+            return None, f"list: {_error_text(exc)[:480]}"
+        if listed > self.max_bytes:
+            return None, f"artifacts exceed {self.max_bytes} bytes (listed); not downloaded"
+        try:
+            local = download_artifacts(
+                artifact_uri=uri, dst_path=str(staging), tracking_uri=self.tracking_uri
+            )
+        except Exception as exc:  # noqa: BLE001 - see NOTE
+            return None, f"download: {_error_text(exc)[:480]}"
+        return Path(local), ""
+
+    def _listed_size(self, uri: str) -> int:
+        """Bytes the artifact store lists under ``uri``, counted before anything is downloaded.
+
+        Stops counting past the limit. A store that reports no sizes counts as 0 here; the
+        downloaded bytes are measured again in :meth:`_files`, which is what binds.
+        """
+        repo = get_artifact_repository(artifact_uri=uri, tracking_uri=self.tracking_uri)
+        total, entries = 0, 0
+        folders: list[str | None] = [None]
+        while folders and total <= self.max_bytes:
+            for info in repo.list_artifacts(folders.pop()):
+                entries += 1
+                if entries > _MAX_LISTED:
+                    msg = f"more than {_MAX_LISTED} artifact entries"
+                    raise RegistryError(msg)
+                if info.is_dir:
+                    folders.append(info.path)
+                else:
+                    total += info.file_size or 0
+        return total
 
     def _files(self, root: Path) -> tuple[list[tuple[Path, str]], str]:
         if root.is_file():

@@ -13,6 +13,7 @@ a protected alias on a version mamori does not allow raises an ``alert`` audit r
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -151,11 +152,9 @@ class AliasGuard:
         return False
 
     def _remove(self, target: Target) -> str:
-        if target.target == PRODUCTION_STAGE:
-            # Archiving a stage is a write some servers forbid; stages are deprecated in
-            # MLflow 3, so the alert is the enforcement here.
-            return ""
         try:
+            if target.target == PRODUCTION_STAGE:
+                return self._archive(target)
             current = self.client.get_model_version_by_alias(target.name, target.target)
             if str(current.version) != target.version:
                 return "moved"  # someone re-pointed it meanwhile; the next check judges that
@@ -164,9 +163,22 @@ class AliasGuard:
             return f"failed: {exc.message[:200]}"
         return "removed"
 
+    def _archive(self, target: Target) -> str:
+        current = self.client.get_model_version(target.name, target.version)
+        if (current.current_stage or "").casefold() != PRODUCTION_STAGE.casefold():
+            return "moved"
+        with warnings.catch_warnings():
+            # Stages are deprecated in MLflow 3 (FutureWarning) yet still what older
+            # deployments promote with, so a Production stage is taken away like an alias.
+            warnings.simplefilter("ignore", FutureWarning)
+            self.client.transition_model_version_stage(target.name, target.version, "Archived")
+        return "removed"
+
     def _alert(self, target: Target, reason: str, removed: str, origin: str) -> None:
         resource = f"{SOURCE}:{target.name}/{target.version}@{target.target}"
-        text = f"{reason}; alias {removed or 'kept (policy)'}"
+        what = "stage" if target.target == PRODUCTION_STAGE else "alias"
+        outcome = "archived" if what == "stage" and removed == "removed" else removed
+        text = f"{reason}; {what} {outcome or 'kept (policy)'}"
         with self.lifecycle.store.write() as session:
             row = _version_row(session, target.name, target.version)
             if removed != "removed" and row is not None and row.last_alert == text:
@@ -177,7 +189,7 @@ class AliasGuard:
                 audit_append(
                     session,
                     principal=MLFLOW_PRINCIPAL,
-                    action="mlflow-alias-removed",
+                    action=f"mlflow-{what}-removed",
                     resource=resource,
                     decision="removed",
                     policy_ids=("mamori-gate",),

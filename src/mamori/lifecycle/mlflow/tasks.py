@@ -1,7 +1,8 @@
 """Huey tasks of the MLflow integration: process deliveries, resolve, sweep, rescan.
 
 Call :func:`register_mlflow_tasks` once on the queue built by :func:`mamori.jobs.make_queue`
-(it does nothing unless ``mlflow_tracking_uri`` is set). The periodic sweep enqueues one
+(it does nothing unless ``mlflow_tracking_uri`` is set). The API enqueues one
+``mamori.mlflow.delivery`` task per accepted webhook delivery. The periodic sweep enqueues one
 ``mamori.mlflow.resolve`` task per version to (re)resolve, so N consumers share the work.
 """
 
@@ -29,6 +30,7 @@ class MlflowTasks:
     """The registered tasks (call them to enqueue)."""
 
     process: TaskWrapper
+    delivery: TaskWrapper
     resolve: TaskWrapper
     sweep: TaskWrapper
     rescan: TaskWrapper
@@ -74,6 +76,9 @@ def _register(queue: JobQueue, settings: Settings) -> MlflowTasks:
     def process() -> int:
         return integration().process_pending()
 
+    def delivery(delivery_id: str) -> None:
+        integration().process(delivery_id)
+
     def resolve(name: str, version: str, force: bool = False) -> str:
         return integration().resolver.resolve(name, version, force=force).status.value
 
@@ -97,6 +102,10 @@ def _register(queue: JobQueue, settings: Settings) -> MlflowTasks:
     huey = queue.huey
     tasks = MlflowTasks(
         process=cast("TaskWrapper", huey.task(name="mamori.mlflow.process", retries=2)(process)),
+        delivery=cast(
+            "TaskWrapper",
+            huey.task(name="mamori.mlflow.delivery", retries=2, retry_delay=5)(delivery),
+        ),
         resolve=cast(
             "TaskWrapper",
             huey.task(name="mamori.mlflow.resolve", retries=2, retry_delay=10)(resolve),
@@ -115,5 +124,8 @@ def _register(queue: JobQueue, settings: Settings) -> MlflowTasks:
             )(rescan),
         ),
     )
+    # A delivery whose task was lost (worker killed, queue flushed) is still PENDING in the
+    # store; every worker finishes those when it starts.
+    huey.on_startup(name="mamori.mlflow.pending-on-start")(process)
     holder["tasks"] = tasks
     return tasks
