@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Final, Self
+from typing import IO, Any, Final, Self
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
@@ -465,13 +465,16 @@ class Lifecycle:
         try:
             with self.store.read() as session:
                 found = session.execute(
-                    _GATE_QUERY, {"sha256": sha256, "ruleset": self.ruleset_version}
+                    _GATE_BY_DIGEST, {"sha256": sha256, "ruleset": self.ruleset_version}
                 ).first()
         except StoreError as exc:
             return GateResult(allowed=False, reason=f"store unavailable: {exc.diagnostics()}")
         if found is None:
             return GateResult(allowed=False, reason="unknown digest: never imported or scanned")
-        state, state_reason, scan_id, status, verdict, decision, approved_scan = found
+        return self._gate_row(found)
+
+    def _gate_row(self, found: Any) -> GateResult:  # a Row of _GATE_QUERY
+        state, state_reason, scan_id, status, verdict, decision, approved_scan = found[:7]
         facts = _GateFacts(state, scan_id, status, verdict, decision, approved_scan)
         if facts.deployable():
             return GateResult(allowed=True, reason=f"{state.value}: {state_reason}", state=state)
@@ -488,40 +491,39 @@ class Lifecycle:
     ) -> GateResult:
         """May this registry version (every artifact bound to it) be deployed?
 
-        A version with no bound artifact is denied: mamori has never seen its bytes.
+        A version with no bound artifact is denied: mamori has never seen its bytes. One SQL
+        round trip for all of them, as for :meth:`gate`.
         """
+        if action not in {Action.DEPLOY, Action.INVOKE}:
+            return GateResult(allowed=False, reason=f"the gate answers deploy/invoke, not {action}")
         try:
             with self.store.read() as session:
-                digests = [
-                    sha
-                    for (sha,) in session.execute(
-                        select(ArtifactRow.sha256)
-                        .join(BindingRow, BindingRow.artifact_id == ArtifactRow.id)
-                        .where(
-                            BindingRow.source == source,
-                            BindingRow.name == name,
-                            BindingRow.version == version,
-                        )
-                        .order_by(BindingRow.member_path, ArtifactRow.sha256)
-                    )
-                ]
+                rows = session.execute(
+                    _GATE_BY_BINDING,
+                    {
+                        "source": source,
+                        "name": name,
+                        "version": version,
+                        "ruleset": self.ruleset_version,
+                    },
+                ).all()
         except StoreError as exc:
             return GateResult(allowed=False, reason=f"store unavailable: {exc.diagnostics()}")
-        if not digests:
+        if not rows:
             return GateResult(
                 allowed=False, reason=f"{source}:{name}/{version} has never been scanned by mamori"
             )
-        for sha in digests:
-            result = self.gate(sha, action)
+        for row in rows:
+            result = self._gate_row(row)
             if not result.allowed:
                 return GateResult(
                     allowed=False,
-                    reason=f"artifact {sha[:12]}: {result.reason}",
+                    reason=f"artifact {row.sha256[:12]}: {result.reason}",
                     state=result.state,
                 )
         return GateResult(
             allowed=True,
-            reason=f"all {len(digests)} artifact(s) of {source}:{name}/{version} are deployable",
+            reason=f"all {len(rows)} artifact(s) of {source}:{name}/{version} are deployable",
         )
 
     def _deployable(self, session: Session, row: ArtifactRow, latest: ScanRow | None) -> bool:
@@ -692,7 +694,17 @@ _GATE_QUERY: Final = (
         (ScanRow.artifact_id == ArtifactRow.id) & (ScanRow.ruleset_version == bindparam("ruleset")),
     )
     .outerjoin(ApprovalRow, ApprovalRow.id == _LATEST_APPROVAL)
-    .where(ArtifactRow.sha256 == bindparam("sha256"))
+)
+_GATE_BY_DIGEST: Final = _GATE_QUERY.where(ArtifactRow.sha256 == bindparam("sha256"))
+_GATE_BY_BINDING: Final = (
+    _GATE_QUERY.add_columns(ArtifactRow.sha256)
+    .join(BindingRow, BindingRow.artifact_id == ArtifactRow.id)
+    .where(
+        BindingRow.source == bindparam("source"),
+        BindingRow.name == bindparam("name"),
+        BindingRow.version == bindparam("version"),
+    )
+    .order_by(BindingRow.member_path, ArtifactRow.sha256)
 )
 
 
