@@ -22,12 +22,12 @@ up: venv
 test: venv
 	$(PY) -m pytest -n 2 --dist loadgroup -p no:randomly --cov --cov-report=term:skip-covered --cov-fail-under=85
 
-## test-scaleout: store, queue and service tests again on PostgreSQL and Redis
+## test-scaleout: store, queue, service and MLflow tests again on PostgreSQL and Redis
 ##   (POSTGRES_URL: an admin SQLAlchemy URL; REDIS_URL: redis://host:port; .ci/run starts both)
 test-scaleout: venv
 	@test -n "$(POSTGRES_URL)" -a -n "$(REDIS_URL)" || { echo "set POSTGRES_URL and REDIS_URL"; exit 2; }
 	MAMORI_TEST_POSTGRES_URL='$(POSTGRES_URL)' MAMORI_TEST_REDIS_URL='$(REDIS_URL)' \
-		$(PY) -m pytest -n 2 -p no:randomly tests/store tests/lifecycle/test_service.py tests/jobs tests/service
+		$(PY) -m pytest -n 2 --dist loadgroup -p no:randomly tests/store tests/lifecycle/test_service.py tests/lifecycle/mlflow tests/jobs tests/service
 
 ## lint: formatting, lint and strict typing
 lint: venv

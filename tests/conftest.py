@@ -7,6 +7,7 @@ tests run against a fresh PostgreSQL database per test and a Redis database per 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -15,12 +16,11 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> Iterator[str]:
-    """A store URL with nothing in it: SQLite by default, a new PostgreSQL database in CI."""
+@contextlib.contextmanager
+def _fresh_database(folder: Path) -> Iterator[str]:
     admin = os.environ.get("MAMORI_TEST_POSTGRES_URL")
     if not admin:
-        yield f"sqlite:///{tmp_path / 'mamori.db'}"
+        yield f"sqlite:///{folder / 'mamori.db'}"
         return
     from sqlalchemy import create_engine, text
 
@@ -34,6 +34,20 @@ def database_url(tmp_path: Path) -> Iterator[str]:
         with engine.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         engine.dispose()
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """A store URL with nothing in it: SQLite by default, a new PostgreSQL database in CI."""
+    with _fresh_database(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def session_database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same, shared by a whole session (for stacks of real servers started once)."""
+    with _fresh_database(tmp_path_factory.mktemp("store")) as url:
+        yield url
 
 
 @pytest.fixture

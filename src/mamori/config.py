@@ -134,9 +134,11 @@ class Settings(BaseSettings):
     mlflow_rescan_cron: str = "17 3 * * *"
     """When workers re-download every known version (detects artifacts changed in place)."""
     mlflow_remove_unapproved_alias: bool = True
-    """Remove a protected alias that points at a version mamori does not allow (audited)."""
+    """Remove a protected alias, or archive a Production stage, held by a version mamori does
+    not allow (audited)."""
     mlflow_max_version_bytes: int = Field(default=64 << 30, ge=1)
-    """A version whose artifacts exceed this in total is refused (never bound, never allowed)."""
+    """A version whose artifacts exceed this in total is refused (never bound, never allowed):
+    checked on the store's listing before any download, and again on the downloaded bytes."""
     gate_url: str | None = None
     """Read by the ``mamori-gate`` MLflow plugin: where mamori's API answers the gate."""
     gate_token: SecretStr | None = None

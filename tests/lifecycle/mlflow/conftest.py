@@ -169,12 +169,15 @@ class Mlflow:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory) -> Iterator[tuple[Mlflow, Mamori]]:  # noqa: PLR0915 - one linear setup
+def stack(  # noqa: PLR0915 - one linear setup
+    tmp_path_factory, session_database_url
+) -> Iterator[tuple[Mlflow, Mamori]]:
     root = tmp_path_factory.mktemp("mlflow-stack")
     mlflow_port, mamori_port = _free_port(), _free_port()
     mlflow_url = f"http://127.0.0.1:{mlflow_port}"
     settings = load_settings(
         data_dir=root / "mamori",
+        database_url=session_database_url,  # PostgreSQL in CI's scale-out run
         port=mamori_port,
         mlflow_tracking_uri=mlflow_url,
         mlflow_webhook_secret=SECRET,

@@ -29,7 +29,8 @@ from mamori.lifecycle.mlflow.webhook import sign
 from mamori.store.models import ApprovalDecision, AuditRow
 from mamori.store.models_mlflow import VersionStatus
 
-pytestmark = pytest.mark.slow
+# One worker owns the MLflow stack: a second would start a second server for nothing.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mlflow-stack")]
 
 ADMIN = ("admin", "Adm1n-pass-for-tests!")
 ALICE = ("alice", "Al1ce-pass-for-tests!")
