@@ -80,6 +80,7 @@ class FileFormat(enum.StrEnum):
     LZMA = "lzma"
     ZLIB = "zlib"
     ZSTD = "zstd"
+    LZ4 = "lz4"
     SEVEN_ZIP = "7z"
     KERAS_V3 = "keras-v3"
     KERAS_H5 = "keras-h5"

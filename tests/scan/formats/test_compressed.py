@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import os
 import zlib
 
 import joblib
@@ -121,3 +122,36 @@ def test_any_bytes_behind_a_gzip_header_never_crash_and_yield_a_finding(tail):
     # Named like a model so that bytes too short to be gzip still yield "unrecognised".
     report = scan_bytes(b"\x1f\x8b\x08\x00" + tail, "model.pkl")
     assert report.findings
+
+
+def test_lz4_frames_decompress_and_joblib_lz4_dumps_are_scanned(tmp_path):
+    lz4_frame = pytest.importorskip("lz4.frame")
+    report = scan_bytes(lz4_frame.compress(PAYLOAD), "x")
+    assert report.format is FileFormat.LZ4
+    assert report.members[0].size == len(PAYLOAD)
+    path = tmp_path / "model.joblib"
+    joblib.dump({"weights": list(range(100))}, path, compress="lz4")
+    clean = scan_path(path)
+    assert clean.format is FileFormat.LZ4
+    assert child(clean) == ("<decompressed>",)
+    assert clean.verdict.value == "safe"
+
+
+def test_a_payload_inside_a_joblib_lz4_dump_is_found(tmp_path):
+    pytest.importorskip("lz4.frame")
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("true",))  # harmless: never loaded, only scanned
+
+    path = tmp_path / "model.joblib"
+    joblib.dump({"model": Payload()}, path, compress="lz4")
+    report = scan_path(path)
+    assert report.verdict.value == "unsafe"
+    assert any(f.severity.name == "CRITICAL" for f in report.findings)
+
+
+def test_a_truncated_lz4_frame_is_reported():
+    lz4_frame = pytest.importorskip("lz4.frame")
+    data = lz4_frame.compress(PAYLOAD * 10)
+    assert "MAM-ARC-009" in rules(scan_bytes(data[: len(data) // 2], "x"))

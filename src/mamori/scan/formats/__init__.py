@@ -49,6 +49,7 @@ HANDLERS: tuple[FormatHandler, ...] = (
     compressed.LzmaHandler(),
     compressed.ZlibHandler(),
     compressed.ZstdHandler(),
+    compressed.Lz4Handler(),
     sevenzip.SevenZipHandler(),
     # --- model formats (keras, tf, onnx, safetensors, gguf, nemo, flax) ---
     safetensors.SafetensorsHandler(),

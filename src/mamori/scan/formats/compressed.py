@@ -1,9 +1,9 @@
-"""Single compressed streams: gzip, bzip2, xz, lzma-alone, zlib and zstd.
+"""Single compressed streams: gzip, bzip2, xz, lzma-alone, zlib, zstd and LZ4 frames.
 
 Each is decompressed as a stream into exactly one child, ``<decompressed>``, which the engine
 then detects and scans like any file (joblib's compressed dumps are such streams around a
-pickle). Output counts against the decompression budget and ratio; a truncated stream and
-bytes after the stream are findings.
+pickle; ``compress="lz4"`` writes an LZ4 frame). Output counts against the decompression
+budget and ratio; a truncated stream and bytes after the stream are findings.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from mamori.scan.formats.interface import FormatHandler, Probe, ScanContext
 __all__ = [
     "Bzip2Handler",
     "GzipHandler",
+    "Lz4Handler",
     "LzmaHandler",
     "XzHandler",
     "ZlibHandler",
@@ -44,6 +45,9 @@ _RULES: Final = StreamRules(
 _GZIP: Final = b"\x1f\x8b"
 _XZ: Final = b"\xfd7zXZ\x00"
 _ZSTD: Final = b"\x28\xb5\x2f\xfd"
+_LZ4: Final = b"\x04\x22\x4d\x18"
+_LZ4_VERSION_MASK: Final = 0xC0
+_LZ4_VERSION_1: Final = 0x40
 _BZ_BLOCK: Final = (b"1AY&SY", b"\x17rE8P\x90")
 _LZMA_PROPS_MAX: Final = 9 * 5 * 5  # lc < 9, lp < 5, pb < 5 (the .lzma header's first byte)
 _LZMA_DICT_MIN: Final = 1 << 12
@@ -198,3 +202,26 @@ class ZstdHandler(_StreamHandler):
     def decoder(self) -> Callable[[], Decoder] | None:
         """The zstd decoder when available."""
         return zstd_decoder_factory()
+
+
+class Lz4Handler(_StreamHandler):
+    """LZ4 frames (what ``joblib.dump(..., compress="lz4")`` writes); needs ``lz4``."""
+
+    format: ClassVar[FileFormat] = FileFormat.LZ4
+    restart: ClassVar[bytes | None] = _LZ4
+
+    def sniff(self, probe: Probe) -> bool:
+        """The frame magic, then a frame descriptor of format version 01."""
+        h = probe.head
+        if len(h) <= len(_LZ4) or not h.startswith(_LZ4):
+            return False
+        return h[len(_LZ4)] & _LZ4_VERSION_MASK == _LZ4_VERSION_1
+
+    def decoder(self) -> Callable[[], Decoder] | None:
+        """The LZ4 frame decoder when ``lz4`` is installed."""
+        try:
+            from lz4.frame import LZ4FrameDecompressor  # noqa: PLC0415 - optional dependency
+        except ImportError:
+            return None
+        factory: Callable[[], Decoder] = LZ4FrameDecompressor
+        return factory
