@@ -28,6 +28,7 @@ __all__ = [
     "get_runtime",
     "network_guard",
     "requires",
+    "scoped_principal",
 ]
 
 SUBJECT_STATE_KEY: Final = "mamori_subject"
@@ -79,20 +80,25 @@ def current_principal(request: Request) -> Principal:
     return principal
 
 
+def scoped_principal(request: Request, scope: Scope) -> Principal:
+    """The verified principal, refusing (403) an API token that does not carry ``scope``."""
+    principal = current_principal(request)
+    scopes = principal_scopes(principal)
+    if scopes is not None and scope not in scopes:
+        msg = f"this API token lacks the {scope.value!r} scope"
+        raise AccessDeniedError(msg, policy_ids=(f"api-token-scope-{scope.value}",))
+    return principal
+
+
 def requires(scope: Scope) -> Callable[[Request], Principal]:
-    """A dependency: the verified principal, if an API token also carries ``scope``.
+    """A dependency: :func:`scoped_principal` for ``scope``.
 
     Authentication happens inside this one dependency (not a chain of two) so a request pays
     for a single thread-pool hop before its handler.
     """
 
     def _scoped(request: Request) -> Principal:
-        principal = current_principal(request)
-        scopes = principal_scopes(principal)
-        if scopes is not None and scope not in scopes:
-            msg = f"this API token lacks the {scope.value!r} scope"
-            raise AccessDeniedError(msg, policy_ids=(f"api-token-scope-{scope.value}",))
-        return principal
+        return scoped_principal(request, scope)
 
     _scoped.__name__ = f"requires_{scope.value}"
     return _scoped

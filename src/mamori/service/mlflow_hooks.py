@@ -12,6 +12,7 @@ time-limited exception (admin, MFA, reason).
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -29,9 +30,13 @@ from mamori.errors import MamoriError, RegistryError
 from mamori.identity.apitokens import Scope
 from mamori.identity.network import RouteGroup
 from mamori.identity.principal import Principal
-from mamori.lifecycle.mlflow.gate import decide_promotion, grant_break_glass
+from mamori.lifecycle.mlflow.gate import (
+    PromotionDecision,
+    decide_promotion,
+    grant_break_glass,
+)
 from mamori.lifecycle.mlflow.webhook import parse_event, verify_delivery
-from mamori.service.auth import network_guard, requires
+from mamori.service.auth import network_guard, requires, scoped_principal
 from mamori.service.problems import problem
 from mamori.service.runtime import Runtime
 
@@ -110,6 +115,15 @@ class Doorbell:
                 _log.exception("mlflow_work_crashed", error=repr(exc))
 
 
+def _promotion(
+    runtime: Runtime, request: Request, *, name: str, version: str, target: str, actor: str
+) -> PromotionDecision:
+    scoped_principal(request, Scope.GATE)
+    return decide_promotion(
+        runtime.lifecycle, name=name, version=version, target=target, actor=actor or "?"
+    )
+
+
 def _in_process_doorbell(runtime: Runtime) -> Doorbell:
     from mamori.lifecycle.mlflow.events import build_integration  # noqa: PLC0415 - needs mlflow
 
@@ -186,8 +200,9 @@ def mlflow_router(
         dependencies=api,
         summary="May this registry version take this protected alias or stage?",
     )
-    def gate_binding(
-        _principal: Annotated[Principal, Depends(requires(Scope.GATE))],
+    async def gate_binding(
+        request: Request,
+        *,
         name: Annotated[str, Query(min_length=1, max_length=512)],
         version: Annotated[str, Query(pattern=r"^[1-9][0-9]{0,17}$")],
         target: Annotated[str, Query(min_length=1, max_length=255)],
@@ -199,9 +214,11 @@ def mlflow_router(
         Always 200 for a well-formed question; each decision is audited with the MLflow user.
         """
         del source
-        decision = decide_promotion(
-            runtime.lifecycle, name=name, version=version, target=target, actor=actor or "?"
+        # One worker-thread hop for authentication and the decision, as for GET /v1/gate.
+        answer = functools.partial(
+            _promotion, runtime, request, name=name, version=version, target=target, actor=actor
         )
+        decision = await anyio.to_thread.run_sync(answer)
         return PromotionOut(
             allowed=decision.allowed, reason=decision.reason, break_glass=decision.break_glass
         )
