@@ -254,8 +254,9 @@ def main() -> None:
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
-        "caveat": "The machine was shared with other engineers' test runs while measuring, so "
-        "tail latencies include scheduler noise; rerun on an idle machine for release numbers.",
+        "caveat": "On this 2-core VM the same run repeated varies by up to ~1.5x in the tails "
+        "(and more when the load average is above 1); HTTP rows include a JSON access-log "
+        "line per request, as the server writes.",
         "targets": targets,
         "targets_met": met,
         "results": results,
