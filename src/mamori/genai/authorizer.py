@@ -205,7 +205,7 @@ class Authorizer:
         )
 
     def invalidate(self) -> None:
-        """Drop both caches (e.g. after an ACL change pushed by the source system)."""
+        """Drop every cache (e.g. after an ACL change pushed by the source system)."""
         self.decisions.clear()
         self.filters.clear()
         self.entity_sets.clear()
