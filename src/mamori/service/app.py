@@ -118,9 +118,9 @@ def _scanning(
     if mode is ScanMode.AUTO:
         mode = ScanMode.QUEUE if jobs_available() else ScanMode.INLINE
     if mode is ScanMode.QUEUE:
+        queue = job_queue(settings)
         from mamori.jobs import enqueue_scan  # noqa: PLC0415 - job_queue checked it is there
 
-        queue = job_queue(settings)
         return functools.partial(enqueue_scan, queue), None, queue
     scanner = InProcessScanner()
     return scanner.enqueue, scanner, None
