@@ -47,16 +47,36 @@ _PARSE_ERRORS: Final = (
 )
 
 
+class _Budget:
+    """The bytes every member of one archive may produce together: what its header declares.
+
+    The header's sizes were checked against the limits before decoding started; a decoder that
+    produces more than that is a bomb the check did not see, so it is stopped here.
+    """
+
+    def __init__(self, declared: int) -> None:
+        self.declared = declared
+        self.used = 0
+
+    def take(self, n: int) -> None:
+        self.used += n
+        if self.used > self.declared:
+            msg = f"7z members decode to more than the {self.declared} bytes the header declares"
+            raise LimitExceeded("MAM-LIM-001", msg)
+
+
 class _SpoolWriter(py7zr.io.Py7zIO):
     """Collects one member in memory, spilling to an unlinked temporary file when large."""
 
-    def __init__(self, spill_at: int) -> None:
+    def __init__(self, spill_at: int, budget: _Budget) -> None:
         self._buf: IO[bytes] = io.BytesIO()
         self._spill_at = spill_at
+        self._budget = budget
         self._size = 0
         self.on_disk = False
 
     def write(self, s: bytes | bytearray) -> int:
+        self._budget.take(len(s))
         if not self.on_disk and self._size + len(s) > self._spill_at:
             disk = tempfile.TemporaryFile()  # noqa: SIM115 - owned by this writer, closed by release()
             assert isinstance(self._buf, io.BytesIO)
@@ -113,12 +133,13 @@ class _FdSource(Source):
 
 
 class _Factory(py7zr.io.WriterFactory):
-    def __init__(self, spill_at: int) -> None:
+    def __init__(self, spill_at: int, declared: int) -> None:
         self.writers: dict[str, _SpoolWriter] = {}
         self._spill_at = spill_at
+        self._budget = _Budget(declared)
 
     def create(self, filename: str) -> py7zr.io.Py7zIO:
-        writer = _SpoolWriter(self._spill_at)
+        writer = _SpoolWriter(self._spill_at, self._budget)
         self.writers[filename] = writer
         return writer
 
@@ -136,9 +157,10 @@ def scan_seven_zip(source: Source, ctx: ScanContext) -> None:
             return
         with archive:
             infos = archive.list()
-            if not _precheck(archive, infos, source, ctx):
+            declared = _precheck(archive, infos, source, ctx)
+            if declared is None:
                 return
-            factory = _Factory(ctx.limits.max_spool_memory)
+            factory = _Factory(ctx.limits.max_spool_memory, declared)
             try:
                 archive.extractall(factory=factory)
             except LimitExceeded:
@@ -153,10 +175,11 @@ def _precheck(
     infos: list[py7zr.FileInfo],
     source: Source,
     ctx: ScanContext,
-) -> bool:
+) -> int | None:
+    """The declared content size when it is within the limits, else ``None`` (reported)."""
     if archive.needs_password():
         ctx.report("MAM-ARC-006", "7z archive members are encrypted; not scanned", offset=0)
-        return False
+        return None
     total = 0
     for info in infos:
         check_member_name(info.filename, ctx, name_rule="MAM-ARC-011")
@@ -167,16 +190,16 @@ def _precheck(
             "MAM-LIM-001",
             f"7z declares {total} bytes of content; not decompressed",
         )
-        return False
+        return None
     packed = max(source.size or 1, 1)
     if total > limits.ratio_floor and total > limits.max_compression_ratio * packed:
         ctx.report(
             "MAM-LIM-006",
             f"7z declares {total} bytes from {packed}; not decompressed",
         )
-        return False
+        return None
     ctx.account_decompressed(total)
-    return True
+    return total
 
 
 def _scan_members(infos: list[py7zr.FileInfo], factory: _Factory, ctx: ScanContext) -> None:
