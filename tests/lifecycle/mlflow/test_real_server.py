@@ -310,6 +310,7 @@ def test_mamori_mlflow_sweep_binds_versions_whose_webhooks_were_lost(
         mamori.start()
     assert mamori.digests(name, version) == []
     monkeypatch.setenv("MAMORI_DATA_DIR", str(mamori.settings.data_dir))
+    monkeypatch.setenv("MAMORI_DATABASE_URL", mamori.settings.resolved_database_url)
     monkeypatch.setenv("MAMORI_MLFLOW_TRACKING_URI", mamori.settings.mlflow_tracking_uri)
     result = CliRunner().invoke(app, ["mlflow", "sweep"])
     # "check failed" when an earlier test left a protected alias on an unapproved version.
