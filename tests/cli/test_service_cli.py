@@ -147,6 +147,60 @@ def test_audit_verify_catches_a_deleted_record(runtime, tmp_path):
     assert "record 2 is missing" in result.stderr
 
 
+def _rewrite_chain(runtime, first_decision: str) -> None:
+    """What someone with write access to the database can do: rewrite every hash and link."""
+    from mamori.audit import GENESIS_HASH, record_hash
+    from mamori.store.auditlog import iter_audit
+
+    prev = GENESIS_HASH
+    with runtime.store.write() as session:
+        for record in list(iter_audit(runtime.store)):
+            changes = {"prev_hash": prev}
+            if record.seq == 1:
+                changes["decision"] = first_decision
+            forged = AuditRecord(**{**record.to_json(), **changes, "policy_ids": record.policy_ids})
+            prev = record_hash(forged)
+            session.execute(
+                update(AuditRow).where(AuditRow.seq == record.seq).values(**changes, hash=prev)
+            )
+
+
+def test_audit_anchors_catch_a_chain_rewritten_wholesale(runtime, tmp_path):
+    _scanned(runtime, tmp_path, BENIGN)
+    head = _run("audit", "head")
+    assert head.exit_code == EXIT_SAFE, head.output
+    assert json.loads(head.stdout)["seq"] >= 2
+    anchors = tmp_path / "anchors.jsonl"
+    anchors.write_text(head.stdout)
+    assert _run("audit", "verify", "--anchors", str(anchors)).exit_code == EXIT_SAFE
+    _rewrite_chain(runtime, "deny")
+    assert _run("audit", "verify").exit_code == EXIT_SAFE  # the chain alone cannot tell
+    result = _run("audit", "verify", "--anchors", str(anchors))
+    assert result.exit_code == EXIT_CHECK_FAILED
+    assert "rewritten" in result.stderr
+
+
+def test_audit_anchors_catch_a_truncated_chain(runtime, tmp_path):
+    _scanned(runtime, tmp_path, BENIGN)
+    anchors = tmp_path / "anchors.jsonl"
+    anchors.write_text(_run("audit", "head").stdout)
+    last = json.loads(anchors.read_text())["seq"]
+    with runtime.store.write() as session:
+        session.execute(delete(AuditRow).where(AuditRow.seq == last))
+    assert _run("audit", "verify").exit_code == EXIT_SAFE  # a shorter chain is still a chain
+    result = _run("audit", "verify", "--anchors", str(anchors))
+    assert result.exit_code == EXIT_CHECK_FAILED
+    assert "truncated" in result.stderr
+
+
+def test_a_malformed_anchors_file_names_its_line(env, tmp_path):
+    anchors = tmp_path / "anchors.jsonl"
+    anchors.write_text('{"seq": 1, "hash": "ab"}\nnot json\n')
+    result = _run("audit", "verify", "--anchors", str(anchors))
+    assert result.exit_code == EXIT_ERROR
+    assert "anchors.jsonl:2" in result.stderr
+
+
 def test_audit_export_writes_a_verifiable_json_lines_file(runtime, tmp_path):
     _scanned(runtime, tmp_path, BENIGN)
     out = tmp_path / "audit.jsonl"

@@ -12,6 +12,7 @@ import json
 import sys
 import tomllib
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
@@ -251,16 +252,61 @@ def _store(settings: Settings) -> Any:
     return store
 
 
+def _anchors(path: Path) -> dict[int, str]:
+    """``mamori audit head`` lines, one JSON object per line."""
+    anchors: dict[int, str] = {}
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except OSError as exc:
+        msg = f"{path}: cannot read the anchors file: {exc.strerror or exc}"
+        raise ConfigError(msg) from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            seq, digest = int(entry["seq"]), str(entry["hash"])
+        except (ValueError, KeyError, TypeError) as exc:
+            msg = f"{path}:{number}: expected a 'mamori audit head' line"
+            raise ConfigError(msg) from exc
+        if anchors.setdefault(seq, digest) != digest:
+            msg = f"{path}:{number}: two different hashes anchored for record {seq}"
+            raise ConfigError(msg)
+    return anchors
+
+
+@audit_app.command("head")
+def audit_head_command() -> None:
+    """Print the newest record's sequence number and hash as one JSON line.
+
+    Append it to somewhere the database's writers cannot rewrite (a WORM bucket, a ticket, a
+    log shipper); `mamori audit verify --anchors FILE` then proves the chain was not rewritten
+    wholesale.
+    """
+    from mamori.store.auditlog import audit_head  # noqa: PLC0415
+
+    with _errors():
+        seq, digest = audit_head(_store(_settings()))
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    typer.echo(json.dumps({"seq": seq, "hash": digest, "at": stamp}))
+
+
 @audit_app.command("verify", epilog=_CHECK_EPILOG)
-def audit_verify() -> None:
-    """Check every link and hash of the audit chain in the store."""
+def audit_verify(
+    anchors: Annotated[
+        Path | None,
+        typer.Option(help="'mamori audit head' lines kept outside the database to check too."),
+    ] = None,
+) -> None:
+    """Check every link and hash of the audit chain in the store (and any anchors)."""
     from mamori.errors import StoreError  # noqa: PLC0415
     from mamori.store.auditlog import verify_store_chain  # noqa: PLC0415
 
     with _errors():
+        expected = {} if anchors is None else _anchors(anchors)
         store = _store(_settings())
         try:
-            count = verify_store_chain(store)
+            count = verify_store_chain(store, expected)
         except StoreError as exc:
             if "audit" not in str(exc):
                 raise

@@ -2,13 +2,15 @@
 
 :func:`mamori.audit.verify_chain` checks each record's link to its predecessor. The store also
 keeps every record's own hash, so an edit to the *newest* record (which no later link covers)
-is caught too, as long as the stored hash was not rewritten along with it. Anchoring the
-newest hash outside the database (exporting it somewhere append-only) closes that gap.
+is caught too, as long as the stored hash was not rewritten along with it. Someone who can
+write the database can still rewrite the whole chain consistently; :func:`audit_head` gives
+the newest (seq, hash) to keep somewhere append-only outside it, and
+:func:`verify_store_chain` checks the chain still passes through every such anchor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Final
 
 from sqlalchemy import select
@@ -18,7 +20,7 @@ from mamori.errors import StoreError
 from mamori.store.db import Store, audit_append, audit_records
 from mamori.store.models import AuditRow
 
-__all__ = ["SqlAuditLog", "iter_audit", "verify_store_chain"]
+__all__ = ["SqlAuditLog", "audit_head", "iter_audit", "verify_store_chain"]
 
 _BATCH: Final = 1000
 
@@ -47,12 +49,24 @@ def iter_audit(store: Store, *, after: int = 0) -> Iterator[AuditRecord]:
         yield record
 
 
-def verify_store_chain(store: Store) -> int:
+def audit_head(store: Store) -> tuple[int, str]:
+    """The newest record's ``(seq, hash)``; ``(0, GENESIS_HASH)`` for an empty chain."""
+    with store.read() as session:
+        row = session.execute(select(AuditRow).order_by(AuditRow.seq.desc()).limit(1)).scalar()
+        return (0, GENESIS_HASH) if row is None else (row.seq, row.hash)
+
+
+def verify_store_chain(store: Store, anchors: Mapping[int, str] | None = None) -> int:
     """Check every record's sequence number, link and stored hash; return how many.
 
+    ``anchors`` maps sequence numbers to hashes recorded earlier outside the database (see
+    :func:`audit_head`): the chain must still reach each one with exactly that hash.
+
     Raises:
-        StoreError: naming the first record that is missing, out of order, or altered.
+        StoreError: naming the first record that is missing, out of order, or altered, or
+            the first anchor the chain no longer passes through.
     """
+    anchors = anchors or {}
     expected_prev = GENESIS_HASH
     count = 0
     for count, (record, stored) in enumerate(_rows(store, 0), start=1):
@@ -69,7 +83,18 @@ def verify_store_chain(store: Store) -> int:
         if actual != stored:
             msg = f"audit record {record.seq} was altered: its content no longer matches its hash"
             raise StoreError(msg)
+        anchored = anchors.get(record.seq)
+        if anchored is not None and anchored != actual:
+            msg = (
+                f"audit chain rewritten: record {record.seq} no longer has the hash anchored "
+                "outside the database"
+            )
+            raise StoreError(msg)
         expected_prev = actual
+    beyond = [seq for seq in anchors if seq > count]
+    if beyond:
+        msg = f"audit chain truncated: anchored record {min(beyond)} is gone ({count} remain)"
+        raise StoreError(msg)
     return count
 
 
