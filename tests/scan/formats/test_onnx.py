@@ -324,3 +324,41 @@ def test_model_over_the_protobuf_limit_is_flagged():
     ctx = _Recorder()
     OnnxHandler().scan(_Huge(_bytes(_model())), ctx)  # type: ignore[arg-type]  # a recorder, not a full ScanContext
     assert "MAM-ONNX-007" in ctx.rules
+
+
+@pytest.mark.parametrize(
+    ("dtype", "dims", "values"),
+    [
+        (TensorProto.FLOAT, [4, 4], [0.5] * 16),
+        (TensorProto.INT64, [3], [1, 2, 3]),
+        (TensorProto.DOUBLE, [2], [1.0, 2.0]),
+        (TensorProto.COMPLEX64, [3], [1 + 2j, 3 + 4j, 5 + 6j]),
+        (TensorProto.INT4, [5], [1, -2, 3, -4, 5]),
+        (TensorProto.UINT32, [2], [7, 8]),
+        (TensorProto.STRING, [2], [b"a", b"b"]),
+        (TensorProto.BOOL, [2], [True, False]),
+    ],
+)
+def test_typed_values_written_by_onnx_helper_are_clean(dtype, dims, values):
+    tensor = helper.make_tensor("W", dtype, dims, values)
+    assert not tensor.HasField("raw_data")
+    assert "MAM-ONNX-006" not in _rules(_bytes(_model(_graph(initializers=[tensor]))))
+
+
+def test_typed_values_fewer_than_dims_are_flagged():
+    tensor = helper.make_tensor("W", TensorProto.FLOAT, [4, 4], [0.5] * 16)
+    del tensor.float_data[-1]
+    assert "MAM-ONNX-006" in _rules(_bytes(_model(_graph(initializers=[tensor]))))
+
+
+def test_typed_values_in_the_wrong_field_are_flagged():
+    tensor = helper.make_tensor("W", TensorProto.INT64, [2], [1, 2])
+    tensor.float_data.extend([1.0, 2.0])
+    tensor.ClearField("int64_data")
+    assert "MAM-ONNX-006" in _rules(_bytes(_model(_graph(initializers=[tensor]))))
+
+
+def test_raw_data_and_typed_values_together_are_flagged():
+    tensor = helper.make_tensor("W", TensorProto.FLOAT, [2], [1.0, 2.0])
+    tensor.raw_data = np.ones(2, np.float32).tobytes()
+    assert "MAM-ONNX-006" in _rules(_bytes(_model(_graph(initializers=[tensor]))))

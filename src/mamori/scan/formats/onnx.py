@@ -69,6 +69,22 @@ _BITS: Final[dict[int, int]] = {
 }  # fmt: skip
 _STRING: Final = 8
 _EXTERNAL: Final = 1  # TensorProto.DataLocation.EXTERNAL
+# The typed field that may hold each data type instead of raw_data, and how many elements
+# one entry carries (negative: entries per element, for complex numbers) (onnx.proto).
+_TYPED_FIELDS: Final = ("float_data", "int32_data", "string_data", "int64_data", "double_data",
+                        "uint64_data")  # fmt: skip
+_TYPED: Final[dict[int, tuple[str, int]]] = {
+    1: ("float_data", 1), 14: ("float_data", -2),
+    2: ("int32_data", 1), 3: ("int32_data", 1), 4: ("int32_data", 1), 5: ("int32_data", 1),
+    6: ("int32_data", 1), 9: ("int32_data", 1), 10: ("int32_data", 1), 16: ("int32_data", 1),
+    17: ("int32_data", 1), 18: ("int32_data", 1), 19: ("int32_data", 1), 20: ("int32_data", 1),
+    24: ("int32_data", 1), 27: ("int32_data", 1), 28: ("int32_data", 1),
+    21: ("int32_data", 2), 22: ("int32_data", 2), 23: ("int32_data", 2),
+    25: ("int32_data", 4), 26: ("int32_data", 4),
+    8: ("string_data", 1), 7: ("int64_data", 1),
+    11: ("double_data", 1), 15: ("double_data", -2),
+    12: ("uint64_data", 1), 13: ("uint64_data", 1),
+}  # fmt: skip
 # ModelProto fields and their wire types, used to recognise the file by its first fields.
 _MODEL_FIELDS: Final[dict[int, int]] = {
     1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2,
@@ -328,6 +344,29 @@ class _Checker:
                     "MAM-ONNX-006",
                     f"{where}: dims {dims} need {expected} bytes but raw_data has {actual}",
                 )
+            elif any(len(getattr(tensor, name)) for name in _TYPED_FIELDS):
+                self.report("MAM-ONNX-006", f"{where}: both raw_data and typed values")
+        else:
+            self._typed(tensor, where, dtype, elements)
+
+    def _typed(self, tensor: TensorProto, where: str, dtype: int, elements: int) -> None:
+        """Values in the typed ``*_data`` fields: the right field, as many as dims say."""
+        present = [name for name in _TYPED_FIELDS if len(getattr(tensor, name))]
+        if not present:
+            return  # no values at all: a shape-only tensor (type info, empty initializer)
+        field, per = _TYPED[dtype]
+        if present != [field]:
+            self.report(
+                "MAM-ONNX-006", f"{where}: data type {dtype} stored in {', '.join(present)}"
+            )
+            return
+        needed = elements * -per if per < 0 else -(-elements // per)
+        actual = len(getattr(tensor, field))
+        if actual != needed:
+            self.report(
+                "MAM-ONNX-006",
+                f"{where}: dims {list(tensor.dims)} need {needed} {field} values, found {actual}",
+            )
 
     def _external(self, tensor: TensorProto, where: str, expected: int | None) -> None:
         info = {entry.key: entry.value for entry in tensor.external_data}
