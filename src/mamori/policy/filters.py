@@ -43,28 +43,62 @@ class Const:
     value: bool
 
 
-@dataclass(frozen=True, slots=True)
-class FieldEq:
+def _literal(value: Scalar) -> tuple[type, Scalar]:
+    return (type(value), value)
+
+
+class _Literals:
+    """Equality and hashing that see a literal's type.
+
+    Cedar's ``1`` and ``true`` are different values, Python's ``1 == True``; folding (which
+    drops duplicates) and the filter cache must not merge ``x == 1`` with ``x == true``.
+    """
+
+    __slots__ = ()
+
+    def _key(self) -> tuple[object, ...]:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        """Same node type, field and literals, each literal with its type."""
+        return type(other) is type(self) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        """Consistent with :meth:`__eq__`."""
+        return hash((type(self), self._key()))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FieldEq(_Literals):
     """``resource.<field> == value``."""
 
     field: str
     value: Scalar
 
+    def _key(self) -> tuple[object, ...]:
+        return (self.field, _literal(self.value))
 
-@dataclass(frozen=True, slots=True)
-class FieldContains:
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FieldContains(_Literals):
     """``resource.<field>`` is a set that contains ``value``."""
 
     field: str
     value: Scalar
 
+    def _key(self) -> tuple[object, ...]:
+        return (self.field, _literal(self.value))
 
-@dataclass(frozen=True, slots=True)
-class FieldContainsAny:
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FieldContainsAny(_Literals):
     """``resource.<field>`` is a set sharing at least one element with ``values``."""
 
     field: str
     values: tuple[Scalar, ...]
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.field, *(_literal(v) for v in self.values))
 
 
 @dataclass(frozen=True, slots=True)
