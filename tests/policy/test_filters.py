@@ -385,9 +385,9 @@ def test_scoped_decisions_and_filters_equal_the_whole_policy_set(chosen, req):
 
 def test_literals_of_different_cedar_types_never_fold_together():
     # Python says 1 == True; Cedar does not, so neither may folding or the filter cache.
-    assert FieldEq("x", 1) != FieldEq("x", True)
-    assert FieldContains("x", 0) != FieldContains("x", False)
-    assert simplify(Or((FieldEq("x", 1), FieldEq("x", True), FieldEq("x", 1)))) == Or(
-        (FieldEq("x", 1), FieldEq("x", True))
+    assert FieldEq("x", 1) != FieldEq("x", value=True)
+    assert FieldContains("x", 0) != FieldContains("x", value=False)
+    assert simplify(Or((FieldEq("x", 1), FieldEq("x", value=True), FieldEq("x", 1)))) == Or(
+        (FieldEq("x", 1), FieldEq("x", value=True))
     )
-    assert len({FieldEq("x", 1), FieldEq("x", True), FieldEq("x", 1)}) == 2
+    assert len({FieldEq("x", 1), FieldEq("x", value=True), FieldEq("x", 1)}) == 2
