@@ -21,7 +21,7 @@ from mamori.errors import ConfigError
 from mamori.lifecycle.factory import build_lifecycle
 from mamori.lifecycle.service import Lifecycle
 
-__all__ = ["JobQueue", "enqueue_scan", "make_queue"]
+__all__ = ["JobQueue", "cron_schedule", "enqueue_scan", "make_queue"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +46,11 @@ class JobQueue:
         return lifecycle
 
 
-def _crontab(expr: str) -> Any:
+def cron_schedule(expr: str, setting: str) -> Any:
+    """Huey's schedule for a five-field cron expression; a malformed one names ``setting``."""
     fields = expr.split()
     if len(fields) != 5:  # noqa: PLR2004 - the five cron fields
-        msg = f"reconcile_cron must have 5 fields (minute hour day month weekday), got {expr!r}"
+        msg = f"{setting} must have 5 fields (minute hour day month weekday), got {expr!r}"
         raise ConfigError(msg)
     minute, hour, day, month, weekday = fields
     return crontab(minute=minute, hour=hour, day=day, month=month, day_of_week=weekday)
@@ -87,7 +88,9 @@ def make_queue(settings: Settings, *, immediate: bool = False) -> JobQueue:
     scan_task = cast("TaskWrapper", huey.task(name="mamori.scan", retries=2, retry_delay=5)(scan))
     reconcile_task = cast(
         "TaskWrapper",
-        huey.periodic_task(_crontab(settings.reconcile_cron), name="mamori.reconcile")(reconcile),
+        huey.periodic_task(
+            cron_schedule(settings.reconcile_cron, "reconcile_cron"), name="mamori.reconcile"
+        )(reconcile),
     )
     huey.on_startup(name="mamori.reconcile-on-start")(on_start)
     queue = JobQueue(huey=huey, scan=scan_task, reconcile=reconcile_task, settings=settings)

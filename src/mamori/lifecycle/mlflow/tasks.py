@@ -11,14 +11,12 @@ from __future__ import annotations
 import os
 import weakref
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
-from huey import crontab
 from huey.api import Huey, TaskWrapper
 
 from mamori.config import Settings
-from mamori.errors import ConfigError
-from mamori.jobs.queue import JobQueue
+from mamori.jobs.queue import JobQueue, cron_schedule
 from mamori.lifecycle.mlflow.events import MlflowIntegration, SweepReport, build_integration
 from mamori.lifecycle.mlflow.resolve import Resolution
 
@@ -38,15 +36,6 @@ class MlflowTasks:
 
 _CACHE: weakref.WeakKeyDictionary[Huey, dict[int, MlflowIntegration]] = weakref.WeakKeyDictionary()
 _REGISTERED: weakref.WeakKeyDictionary[Huey, MlflowTasks] = weakref.WeakKeyDictionary()
-
-
-def _cron(expr: str, what: str) -> Any:
-    fields = expr.split()
-    if len(fields) != 5:  # noqa: PLR2004 - the five cron fields
-        msg = f"{what} must have 5 fields (minute hour day month weekday), got {expr!r}"
-        raise ConfigError(msg)
-    minute, hour, day, month, weekday = fields
-    return crontab(minute=minute, hour=hour, day=day, month=month, day_of_week=weekday)
 
 
 def register_mlflow_tasks(queue: JobQueue, settings: Settings) -> MlflowTasks | None:
@@ -113,13 +102,14 @@ def _register(queue: JobQueue, settings: Settings) -> MlflowTasks:
         sweep=cast(
             "TaskWrapper",
             huey.periodic_task(
-                _cron(settings.mlflow_sweep_cron, "mlflow_sweep_cron"), name="mamori.mlflow.sweep"
+                cron_schedule(settings.mlflow_sweep_cron, "mlflow_sweep_cron"),
+                name="mamori.mlflow.sweep",
             )(sweep),
         ),
         rescan=cast(
             "TaskWrapper",
             huey.periodic_task(
-                _cron(settings.mlflow_rescan_cron, "mlflow_rescan_cron"),
+                cron_schedule(settings.mlflow_rescan_cron, "mlflow_rescan_cron"),
                 name="mamori.mlflow.rescan",
             )(rescan),
         ),
