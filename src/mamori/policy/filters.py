@@ -179,36 +179,31 @@ def simplify(node: FilterNode) -> FilterNode:
 # with them directly, so a residual is folded once, while it is read, not walked again.
 
 
-def _conj(kids: Iterable[FilterNode]) -> FilterNode:
+def _fold(kind: type[And | Or], kids: Iterable[FilterNode]) -> FilterNode:
+    # ``false`` absorbs an And and ``true`` an Or; the other constant is dropped.
+    absorbing = kind is Or
     flat: list[FilterNode] = []
     for kid in kids:
         if type(kid) is Const:
-            if not kid.value:
-                return _FALSE
+            if kid.value is absorbing:
+                return _TRUE if absorbing else _FALSE
             continue
         # Duplicates are dropped at every level: Cedar returns residuals in no fixed order,
         # and the filter (a cache key) must not depend on how the policies were nested.
-        for leaf in kid.children if type(kid) is And else (kid,):
+        for leaf in kid.children if type(kid) is kind else (kid,):
             if leaf not in flat:
                 flat.append(leaf)
     if not flat:
-        return _TRUE
-    return flat[0] if len(flat) == 1 else And(tuple(flat))
+        return _FALSE if absorbing else _TRUE
+    return flat[0] if len(flat) == 1 else kind(tuple(flat))
+
+
+def _conj(kids: Iterable[FilterNode]) -> FilterNode:
+    return _fold(And, kids)
 
 
 def _disj(kids: Iterable[FilterNode]) -> FilterNode:
-    flat: list[FilterNode] = []
-    for kid in kids:
-        if type(kid) is Const:
-            if kid.value:
-                return _TRUE
-            continue
-        for leaf in kid.children if type(kid) is Or else (kid,):
-            if leaf not in flat:
-                flat.append(leaf)
-    if not flat:
-        return _FALSE
-    return flat[0] if len(flat) == 1 else Or(tuple(flat))
+    return _fold(Or, kids)
 
 
 def _neg(child: FilterNode) -> FilterNode:
