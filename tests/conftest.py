@@ -15,6 +15,11 @@ from pathlib import Path
 
 import pytest
 
+# Tests also import MLflow directly, before any mamori module that would switch its usage
+# reporting off; nothing in a test run may reach out, and MLflow's reporting thread edits
+# os.environ while other threads read it.
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
 
 @contextlib.contextmanager
 def _fresh_database(folder: Path) -> Iterator[str]:

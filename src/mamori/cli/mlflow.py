@@ -39,12 +39,14 @@ def connect_command(
 ) -> None:
     """Create or update the 'mamori' webhook (admin credentials) and test every event."""
     try:
-        from mlflow.tracking import MlflowClient  # noqa: PLC0415 - optional extra
-
         from mamori.config import load_settings  # noqa: PLC0415 - pydantic-settings; start-up time
         from mamori.lifecycle.mlflow.connect import connect  # noqa: PLC0415
 
         settings = load_settings()
+        # Only now: importing mamori.lifecycle.mlflow above turned MLflow's telemetry off,
+        # and MLflow decides whether to start reporting when it is first imported.
+        from mlflow.tracking import MlflowClient  # noqa: PLC0415 - optional extra
+
         if not settings.mlflow_tracking_uri or settings.mlflow_webhook_secret is None:
             raise ConfigError("set MAMORI_MLFLOW_TRACKING_URI and MAMORI_MLFLOW_WEBHOOK_SECRET")
         result = connect(

@@ -6,6 +6,13 @@ and :mod:`.gate_plugin` need the ``mlflow`` extra.
 
 from __future__ import annotations
 
+import os
+
+# MLflow's client reports usage to MLflow's own servers unless told not to, and decides so
+# when it is first imported. mamori sends nothing to any service its user did not configure,
+# so every mamori module that imports MLflow does it through this package, after this line.
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
 from mamori.lifecycle.mlflow.gate import (
     MLFLOW_PRINCIPAL,
     PRODUCTION_STAGE,
