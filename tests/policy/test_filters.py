@@ -266,11 +266,28 @@ def test_simplify_is_idempotent_and_keeps_the_meaning(node, tenant, owner):
 
 # The engine hands Cedar only the policies whose scope can match; that must change nothing.
 _DATA = resources.files("mamori.policy") / "data"
-SCHEMA = (_DATA / "hospital.cedarschema").read_text("utf-8")
+# Roles may nest here, so that ``principal in`` is also decided over a longer hierarchy.
+SCHEMA = (
+    (_DATA / "hospital.cedarschema")
+    .read_text("utf-8")
+    .replace("entity Role;", "entity Role in [Role];")
+)
 A = 'Hospital::Action::"{}"'.format
 
-# Every scope form Cedar has: ==, in (list), is, == entity, All, principal in role.
+# Every scope form Cedar has: ==, in (list), is, == entity, All, and each principal form.
 POOL = [
+    f'permit (principal == Hospital::User::"u", action == {A("read_document")}, resource);',
+    'permit (principal == Hospital::User::"v", action, resource);',
+    f"permit (principal is Hospital::User, action == {A('read_patient')}, resource);",
+    (
+        'permit (principal is Hospital::User in Hospital::Role::"doctor", action, '
+        "resource is Hospital::Document) when { resource.tenant == principal.tenant };"
+    ),
+    f'forbid (principal in Hospital::User::"u", action == {A("read_field")}, resource);',
+    (
+        'permit (principal in Hospital::Role::"staff", action, resource is Hospital::Document)'
+        " when { resource.care_team.contains(principal.user_id) };"
+    ),
     f"permit (principal, action == {A('read_document')}, resource is Hospital::Document);",
     (
         "forbid (principal, action, resource is Hospital::Document)"
@@ -309,9 +326,10 @@ ATTRS = {
 }
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(
-    chosen=st.lists(st.sampled_from(POOL), min_size=1, max_size=len(POOL), unique=True),
+    # Small sets: in a large one an unconditional permit hides what the others contribute.
+    chosen=st.lists(st.sampled_from(POOL), min_size=1, max_size=4, unique=True),
     req=st.fixed_dictionaries(
         {
             "role": st.sampled_from(["doctor", "janitor"]),
@@ -319,8 +337,21 @@ ATTRS = {
             "action": st.sampled_from(sorted(ACTION_TYPES)),
             "resource_id": st.sampled_from(["PII", "x"]),
             "mismatched": st.booleans(),
+            "nested": st.booleans(),
         }
     ),
+)
+# ``principal in`` through a role that is itself in a role: the policy applies two levels up.
+@example(
+    chosen=[POOL[5]],
+    req={
+        "role": "doctor",
+        "tenant": "t1",
+        "action": "read_document",
+        "resource_id": "x",
+        "mismatched": False,
+        "nested": True,
+    },
 )
 def test_scoped_decisions_and_filters_equal_the_whole_policy_set(chosen, req):
     role, tenant, action = req["role"], req["tenant"], req["action"]
@@ -329,11 +360,15 @@ def test_scoped_decisions_and_filters_equal_the_whole_policy_set(chosen, req):
     engine = PolicyEngine(policies=text, schema=SCHEMA)
     # A resource type the action does not apply to is an error, and must stay one.
     rtype = "Hospital::Patient" if mismatched else ACTION_TYPES[action]
-    role_uid = EntityUid("Hospital::Role", role)
+    role_uid, staff = EntityUid("Hospital::Role", role), EntityUid("Hospital::Role", "staff")
     user = Entity(EntityUid("Hospital::User", "u"), {"tenant": tenant, "user_id": "u"}, (role_uid,))
     resource = Entity(EntityUid(rtype, resource_id), ATTRS[rtype])
     action_uid = EntityUid("Hospital::Action", action)
-    entities = [user, Entity(role_uid), resource]
+    if req["nested"]:  # the role is itself in a role: ``principal in`` goes two levels up
+        principal_entities = [user, Entity(role_uid, parents=(staff,)), Entity(staff)]
+    else:
+        principal_entities = [user, Entity(role_uid)]
+    entities = [*principal_entities, resource]
 
     scoped = engine.decide(Request(user.uid, action_uid, resource.uid), entities)
     whole = cedarpy.is_authorized(
@@ -353,7 +388,7 @@ def test_scoped_decisions_and_filters_equal_the_whole_policy_set(chosen, req):
     partial = cedarpy.is_authorized_partial(
         {"principal": str(user.uid), "action": str(action_uid), "context": {}},
         text,
-        [e.to_json() for e in entities[:2]],
+        [e.to_json() for e in principal_entities],
         SCHEMA,
     )
     # The same steps as the engine, on the whole set.
@@ -369,8 +404,16 @@ def test_scoped_decisions_and_filters_equal_the_whole_policy_set(chosen, req):
             expected = PolicyError
     try:
         got: object = engine.resource_filter(
-            principal=user.uid, action=action_uid, resource_type=rtype, entities=entities[:2]
+            principal=user.uid, action=action_uid, resource_type=rtype, entities=principal_entities
         )[0]
+        # The same through an entity set parsed once, as the Authorizer uses it.
+        base = engine.entity_set(principal_entities)
+        assert (
+            engine.resource_filter(
+                principal=user.uid, action=action_uid, resource_type=rtype, entities=(), base=base
+            )[0]
+            == got
+        )
     except PolicyError:
         got = PolicyError
     if expected is PolicyError and got is not PolicyError:

@@ -49,7 +49,14 @@ class EntityUid:
 
     def __str__(self) -> str:
         """Render in Cedar syntax, for logs and audit records."""
+        if _plain(self.id):
+            return f'{self.type}::"{self.id}"'  # what json.dumps gives, without its cost
         return f"{self.type}::{json.dumps(self.id)}"
+
+
+def _plain(text: str) -> bool:
+    """True when ``text`` quotes as itself: printable ASCII without quote or backslash."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
 
 
 def _frozen_empty() -> Mapping[str, Any]:
@@ -63,6 +70,7 @@ class Entity:
     uid: EntityUid
     attrs: Mapping[str, Any] = field(default_factory=_frozen_empty)
     parents: tuple[EntityUid, ...] = ()
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """Return Cedar's JSON entity form; sets become sorted lists."""
@@ -71,6 +79,23 @@ class Entity:
             "attrs": {k: _json_value(v) for k, v in self.attrs.items()},
             "parents": [p.to_json() for p in self.parents],
         }
+
+    def json_text(self) -> str:
+        """:meth:`to_json` as canonical text (sorted keys), computed once per entity.
+
+        The same text keys the decision cache and is what Cedar parses, so the two can never
+        disagree about the entity, and a decision serialises it once rather than twice.
+        """
+        text = self._text
+        if text is None:
+            text = json.dumps(self.to_json(), sort_keys=True)
+            object.__setattr__(self, "_text", text)
+        return text
+
+
+def _json_array(entities: Iterable[Entity]) -> str:
+    # Each element is a complete JSON object; joining them is an array, not text assembly.
+    return "[" + ",".join(e.json_text() for e in entities) + "]"
 
 
 def _json_value(value: Any) -> Any:
@@ -89,25 +114,52 @@ class EntitySet:
     is a third of a partial evaluation.
     """
 
-    __slots__ = ("_handle", "version")
+    __slots__ = ("_ancestors", "_handle", "entities", "version")
 
-    def __init__(self, handle: cedarpy.Entities, version: str) -> None:
-        """Wrap a handle validated against the schema of policy version ``version``."""
+    def __init__(
+        self, handle: cedarpy.Entities, version: str, entities: tuple[Entity, ...] = ()
+    ) -> None:
+        """Wrap a handle validated against the schema of policy version ``version``.
+
+        ``entities`` are the entities the handle was parsed from.
+        """
         self._handle = handle
         self.version = version
+        self.entities = entities
+        self._ancestors: dict[EntityUid, frozenset[EntityUid]] = {}
+
+    def ancestors(self, uid: EntityUid) -> frozenset[EntityUid]:
+        """What ``uid`` is ``in`` through these entities' parents, computed once per uid."""
+        found = self._ancestors.get(uid)
+        if found is None:
+            found = self._ancestors[uid] = _ancestors(uid, self.entities)
+        return found
 
     def with_added(self, entities: Iterable[Entity], schema: cedarpy.Schema) -> cedarpy.Entities:
         """A new handle: these entities plus ``entities``, the whole validated by ``schema``."""
-        delta = [e.to_json() for e in entities]
+        delta = tuple(entities)
         if not delta:
             return self._handle
-        return self._handle.with_added_json_str(json.dumps(delta), schema)
+        return self._handle.with_added_json_str(_json_array(delta), schema)
+
+
+def _ancestors(uid: EntityUid, entities: Iterable[Entity]) -> frozenset[EntityUid]:
+    """The transitive parents of ``uid``: Cedar's ``in`` over this entity graph."""
+    parents = {e.uid: e.parents for e in entities}
+    seen: set[EntityUid] = set()
+    stack = list(parents.get(uid, ()))
+    while stack:
+        parent = stack.pop()
+        if parent not in seen:
+            seen.add(parent)
+            stack.extend(parents.get(parent, ()))
+    return frozenset(seen)
 
 
 def _cedar_literal(uid: EntityUid) -> str:
     # cedarpy's partial evaluator only takes entity references in Cedar syntax. Rather than
     # re-implement Cedar's string escaping, refuse any id that would need it.
-    if not uid.id or not all(c.isprintable() and c not in '"\\' for c in uid.id):
+    if not uid.id or not uid.id.isprintable() or '"' in uid.id or "\\" in uid.id:
         raise PolicyError("entity id needs escaping; refusing partial evaluation")
     return f'{uid.type}::"{uid.id}"'
 
@@ -144,16 +196,25 @@ class Decision:
 
 
 class _ScopedPolicies:
-    """Per (action, resource type), the policies whose scope can match; Cedar sees only those.
+    """The policies whose scope can match a request; Cedar sees only those.
 
     Evaluation cost grows with the policy count and most policies are scoped to one action and
     one resource type, so handing Cedar the whole set (and translating a residual for every
     policy) wasted most of a decision. Only scope clauses that are false for *every* request
     with that action and resource type drop a policy: ``action == A`` with another action, and
-    ``resource is T`` / ``resource == T::"x"`` with another type. ``in`` clauses depend on the
-    entity and action hierarchies, so they always keep the policy. Policy ids and annotations
-    are kept, so decisions name the same determining policies as with the whole set.
+    ``resource is T`` / ``resource == T::"x"`` with another type. ``in`` clauses on the action
+    and resource depend on hierarchies Cedar holds, so they always keep the policy. Policy ids
+    and annotations are kept, so decisions name the same determining policies as with the
+    whole set.
+
+    A filter's partial evaluation also knows the principal and every entity Cedar can see, so
+    its principal scope is decided here too (a receptionist's policies never reach a doctor's
+    partial evaluation): ``principal == E``, ``in E`` and ``is T [in E]`` over the principal's
+    ancestors, which are exactly Cedar's ``in`` over that entity graph. Cedar checks the scope
+    before the conditions, so a dropped policy could not have applied, nor errored.
     """
+
+    _MAX_SUBSETS = 4096
 
     def __init__(self, text: str, whole: cedarpy.PolicySet) -> None:
         self._whole = whole
@@ -162,25 +223,67 @@ class _ScopedPolicies:
         self._static: dict[str, Any] | None = (
             None if est.get("templates") or est.get("templateLinks") else est["staticPolicies"]
         )
-        self._subsets: dict[tuple[EntityUid, str], cedarpy.PolicySet] = {}
+        self._kept: dict[tuple[EntityUid, str], dict[str, Any]] = {}
+        self._subsets: dict[tuple[EntityUid, str, tuple[str, ...]], cedarpy.PolicySet] = {}
 
-    def get(self, action: EntityUid, resource_type: str) -> cedarpy.PolicySet:
+    def get(
+        self,
+        action: EntityUid,
+        resource_type: str,
+        principal: tuple[EntityUid, frozenset[EntityUid]] | None = None,
+    ) -> cedarpy.PolicySet:
+        """The subset for this action and resource type, and ``(principal, ancestors)``."""
         if self._static is None:
             return self._whole
-        key = (action, resource_type)
-        subset = self._subsets.get(key)
-        if subset is None:
+        kept = self._kept.get((action, resource_type))
+        if kept is None:
             kept = {
                 pid: policy
                 for pid, policy in self._static.items()
                 if _scope_can_match(policy, action, resource_type)
             }
-            subset = cedarpy.PolicySet.from_json_str(
-                json.dumps({"staticPolicies": kept, "templates": {}, "templateLinks": []})
+            self._kept[(action, resource_type)] = kept
+        if principal is None:
+            ids = tuple(kept)
+        else:
+            uid, ancestors = principal
+            ids = tuple(
+                pid
+                for pid, policy in kept.items()
+                if _principal_can_match(policy["principal"], uid, ancestors)
             )
+        key = (action, resource_type, ids)
+        subset = self._subsets.get(key)
+        if subset is None:
+            subset = cedarpy.PolicySet.from_json_str(
+                json.dumps(
+                    {
+                        "staticPolicies": {pid: kept[pid] for pid in ids},
+                        "templates": {},
+                        "templateLinks": [],
+                    }
+                )
+            )
+            # Policies scoped to single users give one subset per such user: bound the map.
+            if len(self._subsets) >= self._MAX_SUBSETS:
+                self._subsets.clear()
             # A racing thread builds the same subset; either copy is correct.
             self._subsets[key] = subset
         return subset
+
+
+def _principal_can_match(
+    scope: Mapping[str, Any], uid: EntityUid, ancestors: frozenset[EntityUid]
+) -> bool:
+    op = scope["op"]
+    if op == "is" and scope["entity_type"] != uid.type:
+        return False
+    # ``in`` of an ``is ... in`` clause, or the scope itself for ``==`` and ``in``.
+    clause = scope.get("in") if op == "is" else scope
+    if op not in {"==", "in", "is"} or clause is None or "entity" not in clause:
+        return True  # All, a bare ``is``, or a template slot: nothing more to decide here
+    target = EntityUid(clause["entity"]["type"], clause["entity"]["id"])
+    return target == uid or (op != "==" and target in ancestors)
 
 
 def _scope_can_match(policy: Mapping[str, Any], action: EntityUid, resource_type: str) -> bool:
@@ -245,13 +348,12 @@ class PolicyEngine:
         Raises:
             PolicyError: when Cedar refuses them (the caller must deny).
         """
+        kept = tuple(entities)
         try:
-            handle = cedarpy.Entities.from_json_str(
-                json.dumps([e.to_json() for e in entities]), self._schema
-            )
+            handle = cedarpy.Entities.from_json_str(_json_array(kept), self._schema)
         except Exception as exc:
             raise PolicyError("entities do not conform to the schema") from exc
-        return EntitySet(handle, self.version)
+        return EntitySet(handle, self.version, kept)
 
     def _entities(
         self, entities: Iterable[Entity], base: EntitySet | None
@@ -315,8 +417,13 @@ class PolicyEngine:
             "action": _cedar_literal(action),
             "context": {k: _json_value(v) for k, v in (context or {}).items()},
         }
+        entities = tuple(entities)
+        if base is not None and not entities:
+            ancestors = base.ancestors(principal)
+        else:
+            ancestors = _ancestors(principal, (*(base.entities if base else ()), *entities))
         try:
-            policies = self._scoped.get(action, resource_type)
+            policies = self._scoped.get(action, resource_type, (principal, ancestors))
             result = cedarpy.is_authorized_partial(
                 request, policies, self._entities(entities, base), self._schema
             )
