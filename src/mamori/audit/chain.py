@@ -82,9 +82,13 @@ class AuditRecord:
             raise StoreError("malformed audit record") from exc
 
 
+# One encoder for every record: ``json.dumps`` with these options builds a new one per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(record: AuditRecord) -> str:
     """The exact text that is hashed: sorted keys, compact separators."""
-    return json.dumps(record.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(record.to_json())
 
 
 def record_hash(record: AuditRecord) -> str:

@@ -67,6 +67,15 @@ class LruCache:
             self._data.clear()
 
 
+def _context_key(context: Mapping[str, Any]) -> str:
+    if not context:
+        return ""
+    return json.dumps(
+        {k: sorted(v) if isinstance(v, set | frozenset) else v for k, v in context.items()},
+        sort_keys=True,
+    )
+
+
 class Authorizer:
     """Decides, caches and audits for one policy engine."""
 
@@ -93,7 +102,7 @@ class Authorizer:
 
     def _audit(self, ctx: TrustedContext, action: str, resource: str, decision: Decision) -> None:
         self.audit.record(
-            principal=str(ctx.uid),
+            principal=ctx.uid_text,
             action=action,
             resource=resource,
             decision=decision.effect.value,
@@ -103,7 +112,7 @@ class Authorizer:
 
     def _principal_entities(self, ctx: TrustedContext) -> EntitySet:
         """The principal's own entities, parsed by Cedar once per principal and policy version."""
-        key = (ctx.principal.cache_key(), self.engine.version)
+        key = (ctx.cache_key, self.engine.version)
         cached = self.entity_sets.get(key)
         if cached is not None:
             entity_set: EntitySet = cached
@@ -126,18 +135,13 @@ class Authorizer:
             return self._deny(ctx, action, str(resource.uid), "principal revoked")
         ctx_items = context or {}
         key = (
-            ctx.principal.cache_key(),
+            ctx.cache_key,
             self.engine.version,
             self.revocations.epoch,
             action,
-            json.dumps(resource.to_json(), sort_keys=True),
-            json.dumps(
-                {
-                    k: sorted(v) if isinstance(v, set | frozenset) else v
-                    for k, v in ctx_items.items()
-                },
-                sort_keys=True,
-            ),
+            # JSON, not a tuple of values: Cedar's 1 and true differ, Python's do not.
+            resource.json_text(),
+            _context_key(ctx_items),
         )
         cached = self.decisions.get(key) if not extra_entities else None
         if isinstance(cached, Decision):
@@ -168,13 +172,7 @@ class Authorizer:
         if self.revocations.is_revoked(ctx.principal):
             self._deny(ctx, action, f"{qualified}::*", "principal revoked")
             return Const(value=False)
-        key = (
-            ctx.principal.cache_key(),
-            self.engine.version,
-            self.revocations.epoch,
-            action,
-            qualified,
-        )
+        key = (ctx.cache_key, self.engine.version, self.revocations.epoch, action, qualified)
         cached = self.filters.get(key)
         if cached is not None:
             node: FilterNode = cached
@@ -190,7 +188,7 @@ class Authorizer:
         except PolicyError as exc:
             self._deny(ctx, action, f"{qualified}::*", f"filter build failed: {exc}")
             return Const(value=False)
-        effect = Effect.DENY if node == Const(value=False) else Effect.ALLOW
+        effect = Effect.DENY if isinstance(node, Const) and not node.value else Effect.ALLOW
         self._audit(ctx, action, f"{qualified}::*", Decision(effect, ids, "residual filter"))
         self.filters.put(key, node)
         return node

@@ -54,16 +54,26 @@ class TrustedContext:
     principal: Principal
     domain: Domain
     _capability: _Capability = field(repr=False, compare=False)
+    #: The principal's Cedar entity reference.
+    uid: EntityUid = field(init=False, repr=False, compare=False)
+    #: ``uid`` in Cedar syntax, as audit records name the principal.
+    uid_text: str = field(init=False, repr=False, compare=False)
+    #: Every field of the principal that can change an authorization (keys the caches).
+    cache_key: tuple[object, ...] = field(init=False, repr=False, compare=False)
+    _entities: tuple[Entity, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        """Refuse construction by anyone but :class:`ContextFactory`."""
+        """Refuse construction by anyone but :class:`ContextFactory`; derive the rest once.
+
+        What every request reads is derived here, once per session, not once per decision.
+        """
         if self._capability is not _CAPABILITY:
             raise IdentityError("a trusted context can only be built from a verified token")
-
-    @property
-    def uid(self) -> EntityUid:
-        """The principal's Cedar entity reference."""
-        return EntityUid(self.domain.entity_type(self.domain.user_type), self.principal.subject)
+        uid = EntityUid(self.domain.entity_type(self.domain.user_type), self.principal.subject)
+        object.__setattr__(self, "uid", uid)
+        object.__setattr__(self, "uid_text", str(uid))
+        object.__setattr__(self, "cache_key", self.principal.cache_key())
+        object.__setattr__(self, "_entities", self._build_entities())
 
     @property
     def tenant(self) -> str:
@@ -77,6 +87,9 @@ class TrustedContext:
 
     def entities(self) -> tuple[Entity, ...]:
         """The principal and role entities that every Cedar request needs."""
+        return self._entities
+
+    def _build_entities(self) -> tuple[Entity, ...]:
         role_type = self.domain.entity_type(self.domain.role_type)
         roles = tuple(EntityUid(role_type, r) for r in sorted(self.principal.roles))
         attrs: dict[str, str] = {"tenant": self.principal.tenant, "user_id": self.principal.subject}

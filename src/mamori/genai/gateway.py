@@ -243,7 +243,7 @@ class ToolGateway:
             # The answer is a deny either way; model input must never make call() raise.
             with contextlib.suppress(StoreError):
                 self._authorizer.audit.record(
-                    principal=str(ctx.uid),
+                    principal=ctx.uid_text,
                     action=tool.action,
                     resource=str(uid),
                     decision="deny",

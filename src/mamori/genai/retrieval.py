@@ -13,7 +13,21 @@ from typing import TYPE_CHECKING, Any
 
 from mamori.errors import PolicyError, StoreError
 from mamori.genai.compile import to_qdrant
-from mamori.policy import Const, Entity, EntityUid, FilterNode, simplify
+from mamori.policy import (
+    And,
+    Const,
+    Entity,
+    EntityUid,
+    FieldCompare,
+    FieldContains,
+    FieldContainsAny,
+    FieldEq,
+    FieldExists,
+    FilterNode,
+    Not,
+    Or,
+    simplify,
+)
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -36,17 +50,6 @@ class Hit:
 
 def prefix_fields(node: FilterNode, prefix: str) -> FilterNode:  # noqa: PLR0911 -- flat dispatch
     """Return ``node`` with every field renamed to ``prefix + field`` (ACL lives under ``acl.``)."""
-    from mamori.policy import (  # noqa: PLC0415 -- local to keep the public imports short
-        And,
-        FieldCompare,
-        FieldContains,
-        FieldContainsAny,
-        FieldEq,
-        FieldExists,
-        Not,
-        Or,
-    )
-
     match node:
         case Const():
             return node

@@ -347,10 +347,10 @@ def _single(expr: Any) -> tuple[str, Any]:
     # ``dict`` first: cedarpy hands back plain dicts, and the ABC check costs ~3 us a node.
     if not isinstance(expr, dict | Mapping) or len(expr) != 1:
         raise PolicyError("malformed residual expression")
-    ((op, body),) = expr.items()
+    (op,) = expr  # the one key, without building an items view per node
     if not isinstance(op, str):
         raise PolicyError("malformed residual expression")
-    return op, body
+    return op, expr[op]
 
 
 def _cannot_apply(kind: Any, body: Any) -> bool:
