@@ -58,7 +58,8 @@ class DeliveryRow(Base):
     """A verified MLflow webhook delivery: the replay guard and the outbox of its work.
 
     The primary key is MLflow's ``X-MLflow-Delivery-Id``, so a replay (even after a restart)
-    cannot be inserted twice; ``status`` lets a restarted process finish accepted work.
+    cannot be inserted twice; ``status`` lets a restarted process finish accepted work, and
+    ``claimed_until`` (a lease) lets only one worker at a time work it.
     """
 
     __tablename__ = "mlflow_deliveries"
@@ -72,6 +73,7 @@ class DeliveryRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
 class MlflowVersionRow(Base):

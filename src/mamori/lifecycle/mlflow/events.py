@@ -4,8 +4,10 @@ A verified delivery is written to ``mlflow_deliveries`` in one transaction keyed
 delivery id, which is both the replay guard (a second insert of the same id is refused, also
 after a restart) and the outbox: the HTTP handler answers 202 at once, and
 :meth:`MlflowIntegration.process_pending` does the slow work (registry lookup, download,
-scan) later, in whichever process runs it. A crash between the two leaves a PENDING row that
-the next run finishes; a lost delivery is found by the sweep.
+scan) later, in whichever process runs it. A worker claims a delivery before working it (a
+lease in the row, taken by one conditional UPDATE), so two workers never work the same one; a
+crash leaves a PENDING row whose lease runs out and the next run finishes it. A lost delivery
+is found by the sweep.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Final
 
 import structlog
 from mlflow.tracking import MlflowClient
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select, update
 
 from mamori.config import Settings
 from mamori.errors import ConfigError, MamoriError
@@ -46,6 +48,9 @@ __all__ = ["MlflowIntegration", "SweepReport", "build_integration", "record_deli
 _log = structlog.get_logger("mamori.mlflow")
 _MAX_ATTEMPTS: Final = 5
 _KEEP_DELIVERIES: Final = timedelta(days=7)
+# Longer than any resolution (download and scan of the largest version) takes; after it, a
+# claim whose worker died is taken over.
+_LEASE: Final = timedelta(minutes=30)
 
 
 def record_delivery(
@@ -130,12 +135,14 @@ class MlflowIntegration:
         return handled
 
     def process(self, delivery_id: str) -> None:
-        """Act on one stored delivery; failures are recorded and retried a few times."""
-        with self.lifecycle.store.read() as session:
-            row = session.get(DeliveryRow, delivery_id)
-            if row is None or row.status is not DeliveryStatus.PENDING:
-                return
-            event, data = row.event, dict(row.data)
+        """Act on one stored delivery; failures are recorded and retried a few times.
+
+        A delivery another worker has claimed (and whose lease has not run out) is left to it.
+        """
+        claimed = self._claim(delivery_id)
+        if claimed is None:
+            return
+        event, data = claimed
         error = ""
         try:
             self._act(EventKind(event), data)
@@ -147,11 +154,34 @@ class MlflowIntegration:
                 return
             row.attempts += 1
             row.error = error or None
+            row.claimed_until = None
             if not error or row.attempts >= _MAX_ATTEMPTS:
                 row.status = DeliveryStatus.DONE if not error else DeliveryStatus.FAILED
                 row.processed_at = datetime.now(UTC)
         if error:
             _log.warning("mlflow_delivery_failed", delivery_id=delivery_id, error=error)
+
+    def _claim(self, delivery_id: str) -> tuple[str, dict[str, object]] | None:
+        now = datetime.now(UTC)
+        with self.lifecycle.store.write() as session:
+            # One statement: on PostgreSQL a concurrent claim waits for this row and then sees
+            # the lease; SQLite serialises writers. Whoever updates no row does not work it.
+            taken = session.execute(
+                update(DeliveryRow)
+                .where(
+                    DeliveryRow.delivery_id == delivery_id,
+                    DeliveryRow.status == DeliveryStatus.PENDING,
+                    or_(DeliveryRow.claimed_until.is_(None), DeliveryRow.claimed_until < now),
+                )
+                .values(claimed_until=now + _LEASE)
+                .execution_options(synchronize_session=False)
+            )
+            if taken.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            row = session.get(DeliveryRow, delivery_id)
+            if row is None:
+                return None
+            return row.event, dict(row.data)
 
     def _act(self, kind: EventKind, data: dict[str, object]) -> None:
         if kind is EventKind.REGISTERED_MODEL_CREATED:
