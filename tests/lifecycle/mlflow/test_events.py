@@ -37,12 +37,12 @@ def test_a_delivery_claimed_by_one_worker_is_not_worked_by_another(workers, monk
     first, second = workers
     acted: list[str] = []
 
-    def first_act(kind, data):
+    def first_act(*_):
         acted.append("first")
         second.process("d-1")  # the other worker meets the same delivery meanwhile
 
     monkeypatch.setattr(first, "_act", first_act)
-    monkeypatch.setattr(second, "_act", lambda kind, data: acted.append("second"))
+    monkeypatch.setattr(second, "_act", lambda *_: acted.append("second"))
     first.process("d-1")
     assert acted == ["first"]
     assert first.pending() == []
@@ -53,7 +53,7 @@ def test_a_delivery_claimed_by_one_worker_is_not_worked_by_another(workers, monk
 def test_a_claim_whose_worker_died_is_taken_over_after_its_lease(workers, monkeypatch):
     first, second = workers
     acted: list[str] = []
-    monkeypatch.setattr(second, "_act", lambda kind, data: acted.append("second"))
+    monkeypatch.setattr(second, "_act", lambda *_: acted.append("second"))
     # A worker claimed it and died: its lease is in the row and still running.
     with first.lifecycle.store.write() as session:
         session.execute(
