@@ -8,7 +8,9 @@ to lose webhooks on purpose.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -235,52 +237,57 @@ def stack(  # noqa: PLR0915 - one linear setup
         cwd=root,
         stdout=log,
         stderr=log,
+        start_new_session=True,
     )
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{mlflow_url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail((root / "mlflow.log").read_text()[-5000:])
-        time.sleep(0.5)
+    # Everything from here on is undone even when setting up fails half-way, so that no
+    # server outlives the test session.
     keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI")
     saved = {k: os.environ.get(k) for k in keys}
-    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = ADMIN
-    os.environ["MLFLOW_TRACKING_URI"] = mlflow_url
-    mlflow = Mlflow(mlflow_url, process)
-    created = mlflow.rest(
-        ADMIN,
-        "POST",
-        "/api/2.0/mlflow/users/create",
-        json={"username": ALICE[0], "password": ALICE[1]},
-    )
-    assert created.status_code == 200, created.text
-    mamori.start()
-    from mlflow.tracking import MlflowClient
-
-    from mamori.lifecycle.mlflow.connect import connect
-
-    result = connect(
-        MlflowClient(tracking_uri=mlflow_url),
-        url=f"{mamori.url}/v1/hooks/mlflow",
-        secret=SECRET,
-        encryption_key_fixed=True,
-    )
-    assert result.ok, result.tests
     try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{mlflow_url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail((root / "mlflow.log").read_text()[-5000:])
+            time.sleep(0.5)
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = ADMIN
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow_url
+        mlflow = Mlflow(mlflow_url, process)
+        created = mlflow.rest(
+            ADMIN,
+            "POST",
+            "/api/2.0/mlflow/users/create",
+            json={"username": ALICE[0], "password": ALICE[1]},
+        )
+        assert created.status_code == 200, created.text
+        mamori.start()
+        from mlflow.tracking import MlflowClient
+
+        from mamori.lifecycle.mlflow.connect import connect
+
+        result = connect(
+            MlflowClient(tracking_uri=mlflow_url),
+            url=f"{mamori.url}/v1/hooks/mlflow",
+            secret=SECRET,
+            encryption_key_fixed=True,
+        )
+        assert result.ok, result.tests
         yield mlflow, mamori
     finally:
         if mamori.server is not None:
             mamori.stop()
-        process.terminate()
+        # ``mlflow server`` runs uvicorn as a child: end the whole process group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
         log.close()
         for key, value in saved.items():
             if value is None:
