@@ -127,21 +127,18 @@ class MlflowIntegration:
             )
 
     def process_pending(self) -> int:
-        """Process every pending delivery; return how many were handled."""
-        handled = 0
-        for delivery_id in self.pending():
-            self.process(delivery_id)
-            handled += 1
-        return handled
+        """Process every pending delivery; return how many this worker handled."""
+        return sum(self.process(delivery_id) for delivery_id in self.pending())
 
-    def process(self, delivery_id: str) -> None:
+    def process(self, delivery_id: str) -> bool:
         """Act on one stored delivery; failures are recorded and retried a few times.
 
         A delivery another worker has claimed (and whose lease has not run out) is left to it.
+        Returns whether this call worked the delivery.
         """
         claimed = self._claim(delivery_id)
         if claimed is None:
-            return
+            return False
         event, data = claimed
         error = ""
         try:
@@ -151,7 +148,7 @@ class MlflowIntegration:
         with self.lifecycle.store.write() as session:
             row = session.get(DeliveryRow, delivery_id)
             if row is None:
-                return
+                return True
             row.attempts += 1
             row.error = error or None
             row.claimed_until = None
@@ -160,6 +157,7 @@ class MlflowIntegration:
                 row.processed_at = datetime.now(UTC)
         if error:
             _log.warning("mlflow_delivery_failed", delivery_id=delivery_id, error=error)
+        return True
 
     def _claim(self, delivery_id: str) -> tuple[str, dict[str, object]] | None:
         now = datetime.now(UTC)
