@@ -409,3 +409,16 @@ def test_gateway_requires_an_output_schema_for_data_tools(hospital):
         @gw.tool(description="x")
         def leak(ctx, *, q: str) -> str:
             return q
+
+
+def test_09_a_context_naming_an_entity_is_decided_not_raised(hospital, doctor):
+    # The decision cache keys the context in the form Cedar gets it; an entity reference in a
+    # context used to make that key raise instead of reaching the (fail-closed) engine.
+    sink = hospital.resolve("Hospital::Sink", "ehr-inbox")
+    context = {"labels": frozenset({"PHI"}), "via": EntityUid("Hospital::Sink", "x")}
+    decision = hospital.authorizer.check(doctor.ctx, "send_to_sink", sink, context=context)
+    assert not decision.allowed  # not in the action's context type: Cedar refuses the request
+    allowed = hospital.authorizer.check(
+        doctor.ctx, "send_to_sink", sink, context={"labels": frozenset({"PHI"})}
+    )
+    assert allowed.allowed

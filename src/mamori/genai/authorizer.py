@@ -7,7 +7,6 @@ in the source system can never be answered from a stale entry.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from mamori.policy import (
     FilterNode,
     PolicyEngine,
     Request,
+    context_text,
 )
 
 if TYPE_CHECKING:
@@ -65,15 +65,6 @@ class LruCache:
         """Drop everything."""
         with self._lock:
             self._data.clear()
-
-
-def _context_key(context: Mapping[str, Any]) -> str:
-    if not context:
-        return ""
-    return json.dumps(
-        {k: sorted(v) if isinstance(v, set | frozenset) else v for k, v in context.items()},
-        sort_keys=True,
-    )
 
 
 class Authorizer:
@@ -141,7 +132,7 @@ class Authorizer:
             action,
             # JSON, not a tuple of values: Cedar's 1 and true differ, Python's do not.
             resource.json_text(),
-            _context_key(ctx_items),
+            context_text(ctx_items) if ctx_items else "",
         )
         cached = self.decisions.get(key) if not extra_entities else None
         if isinstance(cached, Decision):

@@ -10,6 +10,7 @@ from mamori.policy.engine import (
     EntityUid,
     PolicyEngine,
     Request,
+    context_text,
 )
 from mamori.policy.filters import (
     And,
@@ -48,6 +49,7 @@ __all__ = [
     "PolicyEngine",
     "Request",
     "Scalar",
+    "context_text",
     "residuals_to_filter",
     "simplify",
 ]

@@ -33,6 +33,7 @@ __all__ = [
     "EntityUid",
     "PolicyEngine",
     "Request",
+    "context_text",
 ]
 
 
@@ -54,9 +55,14 @@ class EntityUid:
         return f"{self.type}::{json.dumps(self.id)}"
 
 
+def _unescaped(text: str) -> bool:
+    """True when ``text`` needs no escape in a Cedar string: printable, no quote or backslash."""
+    return text.isprintable() and '"' not in text and "\\" not in text
+
+
 def _plain(text: str) -> bool:
-    """True when ``text`` quotes as itself: printable ASCII without quote or backslash."""
-    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+    """True when ``text`` also quotes as itself in JSON (which escapes non-ASCII)."""
+    return text.isascii() and _unescaped(text)
 
 
 def _frozen_empty() -> Mapping[str, Any]:
@@ -96,6 +102,11 @@ class Entity:
 def _json_array(entities: Iterable[Entity]) -> str:
     # Each element is a complete JSON object; joining them is an array, not text assembly.
     return "[" + ",".join(e.json_text() for e in entities) + "]"
+
+
+def context_text(context: Mapping[str, Any]) -> str:
+    """A request context as canonical JSON text, in the form Cedar is given it."""
+    return json.dumps({k: _json_value(v) for k, v in context.items()}, sort_keys=True)
 
 
 def _json_value(value: Any) -> Any:
@@ -159,7 +170,7 @@ def _ancestors(uid: EntityUid, entities: Iterable[Entity]) -> frozenset[EntityUi
 def _cedar_literal(uid: EntityUid) -> str:
     # cedarpy's partial evaluator only takes entity references in Cedar syntax. Rather than
     # re-implement Cedar's string escaping, refuse any id that would need it.
-    if not uid.id or not uid.id.isprintable() or '"' in uid.id or "\\" in uid.id:
+    if not uid.id or not _unescaped(uid.id):
         raise PolicyError("entity id needs escaping; refusing partial evaluation")
     return f'{uid.type}::"{uid.id}"'
 
