@@ -108,19 +108,20 @@ class Mamori:
     def lifecycle(self) -> Lifecycle:
         return self.app.state.runtime.lifecycle
 
-    def digests(self, name: str, version: str) -> list[str]:
-        with self.store.read() as session:
-            return list(
-                session.execute(
-                    select(ArtifactRow.sha256)
-                    .join(BindingRow, BindingRow.artifact_id == ArtifactRow.id)
-                    .where(
-                        BindingRow.source == "mlflow",
-                        BindingRow.name == name,
-                        BindingRow.version == version,
-                    )
-                ).scalars()
+    def digests(self, name: str, version: str, member: str | None = None) -> list[str]:
+        query = (
+            select(ArtifactRow.sha256)
+            .join(BindingRow, BindingRow.artifact_id == ArtifactRow.id)
+            .where(
+                BindingRow.source == "mlflow",
+                BindingRow.name == name,
+                BindingRow.version == version,
             )
+        )
+        if member is not None:
+            query = query.where(BindingRow.member_path == member)
+        with self.store.read() as session:
+            return list(session.execute(query).scalars())
 
     def verdicts(self, name: str, version: str, timeout: float = 60) -> dict[str, str]:
         """Wait until every artifact bound to the version has a finished scan."""
@@ -155,6 +156,15 @@ class Mamori:
         approver = principal("paula", "approver")
         for sha in self.digests(name, version):
             self.lifecycle.decide(approver, sha, ApprovalDecision.APPROVED)
+
+    def reject_own_file(self, name: str, version: str) -> None:
+        """Reject the one file no other test model shares, which denies the whole version.
+
+        A verdict belongs to the bytes wherever they are bound, and the test models' other
+        files are byte-identical: rejecting those would deny every other test's model too.
+        """
+        (sha,) = self.digests(name, version, "MLmodel")  # its model_uuid is unique
+        self.lifecycle.decide(principal("paula", "approver"), sha, ApprovalDecision.REJECTED)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from mamori.lifecycle.mlflow.gate import grant_break_glass
 from mamori.lifecycle.mlflow.resolve import Resolver
 from mamori.lifecycle.mlflow.sweep import VERDICT_TAG
 from mamori.lifecycle.mlflow.webhook import sign
-from mamori.store.models import ApprovalDecision, AuditRow
+from mamori.store.models import AuditRow
 from mamori.store.models_mlflow import VersionStatus
 
 # One worker owns the MLflow stack: a second would start a second server for nothing.
@@ -217,7 +217,7 @@ def test_a_stale_timestamp_is_rejected_even_when_correctly_signed(stack):
 
 
 def test_an_unapproved_protected_alias_reported_by_webhook_is_removed_and_audited(
-    stack, register_model, make_principal
+    stack, register_model
 ):
     mlflow, mamori = stack
     name = f"demoted-{uuid.uuid4().hex[:6]}"
@@ -229,9 +229,7 @@ def test_an_unapproved_protected_alias_reported_by_webhook_is_removed_and_audite
     # alias. The alias event (as MLflow sends it) makes mamori remove it.
     from mamori.lifecycle.mlflow.gate import SOURCE
 
-    approver = make_principal("paula", "approver")
-    for sha in mamori.digests(name, version):
-        mamori.lifecycle.decide(approver, sha, ApprovalDecision.REJECTED)
+    mamori.reject_own_file(name, version)
     assert not mamori.lifecycle.gate_binding(SOURCE, name, version).allowed
     body = _event("model_version_alias", "created", name=name, alias="production", version=version)
     assert _deliver(mamori, body).status_code == 202
@@ -277,7 +275,7 @@ def test_the_sweep_mirrors_verdicts_into_registry_tags(stack, malicious):
 
 
 def test_a_production_stage_that_is_no_longer_approved_is_archived_by_the_sweep(
-    stack, register_model, make_principal
+    stack, register_model
 ):
     mlflow, mamori = stack
     name = f"staged-{uuid.uuid4().hex[:6]}"
@@ -288,8 +286,7 @@ def test_a_production_stage_that_is_no_longer_approved_is_archived_by_the_sweep(
     path = "/api/2.0/mlflow/model-versions/transition-stage"
     assert mlflow.rest(ADMIN, "POST", path, json=body).status_code == 200
     # The approval is withdrawn; stage changes send no webhook, so the sweep must find it.
-    for sha in mamori.digests(name, version):
-        mamori.lifecycle.decide(make_principal("paula", "approver"), sha, ApprovalDecision.REJECTED)
+    mamori.reject_own_file(name, version)
     build_integration(mamori.settings, mamori.lifecycle).sweep()
     assert MlflowClient().get_model_version(name, version).current_stage == "Archived"
     assert [r for r in _audit(mamori, "mlflow-stage-removed") if name in r.resource]
