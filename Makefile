@@ -27,13 +27,14 @@ test: venv
 test-scaleout: venv
 	@test -n "$(POSTGRES_URL)" -a -n "$(REDIS_URL)" || { echo "set POSTGRES_URL and REDIS_URL"; exit 2; }
 	MAMORI_TEST_POSTGRES_URL='$(POSTGRES_URL)' MAMORI_TEST_REDIS_URL='$(REDIS_URL)' \
-		$(PY) -m pytest -n 2 --dist loadgroup -p no:randomly tests/store tests/lifecycle/test_service.py tests/lifecycle/mlflow tests/jobs tests/service
+		$(PY) -m pytest -n 2 --dist loadgroup -p no:randomly tests/store tests/lifecycle/test_service.py tests/lifecycle/mlflow tests/lifecycle/test_queue.py tests/service
 
 ## lint: formatting, lint and strict typing
 lint: venv
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 ## fmt: apply formatting and safe lint fixes
 fmt: venv

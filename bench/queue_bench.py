@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 
 from mamori.config import load_settings
 from mamori.identity.principal import Principal
-from mamori.jobs import make_queue
+from mamori.lifecycle.queue import make_queue
 from mamori.store import ScanStatus
 from mamori.store.models import ScanRow
 

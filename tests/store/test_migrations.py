@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from mamori.store import Store
-from mamori.store.models import Base
+from mamori.store.schema import metadata
 
 
 def test_migrating_an_empty_database_yields_the_models_schema(database_url):
@@ -14,7 +14,7 @@ def test_migrating_an_empty_database_yields_the_models_schema(database_url):
     store.migrate()
     with store.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
-        differences = compare_metadata(context, Base.metadata)
+        differences = compare_metadata(context, metadata)
     store.dispose()
     assert differences == []
 

@@ -24,9 +24,11 @@ def worker_command(
     # Lazy: the queue imports huey, redis, SQLAlchemy and the lifecycle (start-up time).
     from mamori.config import load_settings  # noqa: PLC0415
     from mamori.jobs import run_worker  # noqa: PLC0415
+    from mamori.lifecycle.queue import make_queue  # noqa: PLC0415
 
     try:
-        run_worker(load_settings(), workers=workers)
+        settings = load_settings()
+        run_worker(make_queue(settings).huey, workers=workers or settings.workers)
     except MamoriError as exc:
         _err.print(f"mamori worker: {exc.diagnostics()}")
         raise typer.Exit(EXIT_ERROR) from exc
@@ -35,8 +37,7 @@ def worker_command(
 def rescan_command() -> None:
     """Queue a scan for every artifact without a finished scan under the current ruleset."""
     from mamori.config import load_settings  # noqa: PLC0415 -- lazy (start-up time)
-    from mamori.jobs import make_queue  # noqa: PLC0415
-    from mamori.jobs.queue import enqueue_scan  # noqa: PLC0415
+    from mamori.lifecycle.queue import enqueue_scan, make_queue  # noqa: PLC0415
 
     try:
         queue = make_queue(load_settings())

@@ -81,8 +81,8 @@ def sweep_command(
     """
     try:
         from mamori.config import load_settings  # noqa: PLC0415 - pydantic-settings; start-up time
-        from mamori.jobs import make_queue  # noqa: PLC0415 - optional extra
         from mamori.lifecycle.mlflow.events import build_integration  # noqa: PLC0415
+        from mamori.lifecycle.queue import make_queue  # noqa: PLC0415 - optional extra
 
         settings = load_settings()
         queue = make_queue(settings)

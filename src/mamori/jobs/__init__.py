@@ -1,8 +1,11 @@
-"""Background work: scan jobs and the periodic reconciliation, on Huey (SQLite or Redis)."""
+"""Background work on Huey (SQLite or Redis): the queue and its consumers, no integration.
+
+Tasks are registered from above (``mamori.lifecycle.queue``), never imported from here.
+"""
 
 from __future__ import annotations
 
-from mamori.jobs.queue import JobQueue, enqueue_scan, make_queue
+from mamori.jobs.queue import cron_schedule, make_huey
 from mamori.jobs.worker import run_worker
 
-__all__ = ["JobQueue", "enqueue_scan", "make_queue", "run_worker"]
+__all__ = ["cron_schedule", "make_huey", "run_worker"]

@@ -1,49 +1,21 @@
-"""Huey tasks around the lifecycle: scan one artifact, and reconcile everything pending.
+"""The job queue itself: a Huey instance on SQLite or Redis, and cron schedules for it.
 
-The queue is only a doorbell. Huey removes a message before running it, so a worker killed
-with ``kill -9`` loses that message; the store still holds the artifact without a finished
-scan, and the periodic ``reconcile`` task (also run when a worker starts) rings again. A
-duplicated message is harmless too: :meth:`Lifecycle.run_scan` claims the (artifact,
-ruleset) row first, so at most one verdict is ever written.
+The queue is only a doorbell; it knows no integration. Packages above it (the lifecycle, the
+MLflow integration) register their own tasks on the Huey instance this module builds, so
+imports keep flowing down DESIGN.md's table (``jobs`` never imports ``lifecycle``).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from huey import RedisHuey, SqliteHuey, crontab
-from huey.api import Huey, TaskWrapper
+from huey.api import Huey
 
 from mamori.config import Settings
 from mamori.errors import ConfigError
-from mamori.lifecycle.factory import build_lifecycle
-from mamori.lifecycle.service import Lifecycle
 
-__all__ = ["JobQueue", "cron_schedule", "enqueue_scan", "make_queue"]
-
-
-@dataclass(frozen=True, slots=True)
-class JobQueue:
-    """A Huey instance with mamori's tasks registered on it."""
-
-    huey: Huey
-    scan: TaskWrapper
-    reconcile: TaskWrapper
-    settings: Settings
-    _lifecycles: dict[int, Lifecycle] = field(default_factory=dict)
-
-    def lifecycle(self) -> Lifecycle:
-        """This process's lifecycle (built on first use, again after a fork)."""
-        # Keyed by pid: Huey's process workers fork, and a forked SQLAlchemy pool must not
-        # be shared with the parent.
-        pid = os.getpid()
-        lifecycle = self._lifecycles.get(pid)
-        if lifecycle is None:
-            lifecycle = build_lifecycle(self.settings, enqueue=lambda sha: enqueue_scan(self, sha))
-            self._lifecycles[pid] = lifecycle
-        return lifecycle
+__all__ = ["cron_schedule", "make_huey"]
 
 
 def cron_schedule(expr: str, setting: str) -> Any:
@@ -56,59 +28,15 @@ def cron_schedule(expr: str, setting: str) -> Any:
     return crontab(minute=minute, hour=hour, day=day, month=month, day_of_week=weekday)
 
 
-def make_queue(settings: Settings, *, immediate: bool = False) -> JobQueue:
-    """The Huey queue for ``settings``: Redis when ``queue_url`` is set, else SQLite.
+def make_huey(settings: Settings, *, immediate: bool = False) -> Huey:
+    """The Huey instance for ``settings``: Redis when ``queue_url`` is set, else SQLite.
 
     ``immediate=True`` runs tasks synchronously in the caller (tests, single-process demos).
     """
-    huey: Huey
     if settings.queue_url:
         if not settings.queue_url.startswith(("redis://", "rediss://", "unix://")):
             msg = f"queue_url must be a redis:// URL, got {settings.queue_url.split('@')[-1]!r}"
             raise ConfigError(msg)
-        huey = RedisHuey("mamori", url=settings.queue_url, immediate=immediate)
-    else:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        huey = SqliteHuey(
-            "mamori", filename=str(settings.data_dir / "queue.db"), immediate=immediate
-        )
-    holder: dict[str, JobQueue] = {}
-
-    def scan(sha256: str) -> str | None:
-        view = holder["queue"].lifecycle().run_scan(sha256)
-        return None if view is None else view.status.value
-
-    def reconcile() -> int:
-        return _reconcile(holder["queue"])
-
-    def on_start() -> None:
-        _reconcile(holder["queue"])
-
-    # Huey ships no type hints; registering by call keeps our functions typed.
-    scan_task = cast("TaskWrapper", huey.task(name="mamori.scan", retries=2, retry_delay=5)(scan))
-    reconcile_task = cast(
-        "TaskWrapper",
-        huey.periodic_task(
-            cron_schedule(settings.reconcile_cron, "reconcile_cron"), name="mamori.reconcile"
-        )(reconcile),
-    )
-    huey.on_startup(name="mamori.reconcile-on-start")(on_start)
-    queue = JobQueue(huey=huey, scan=scan_task, reconcile=reconcile_task, settings=settings)
-    holder["queue"] = queue
-    if settings.mlflow_tracking_uri:
-        from mamori.lifecycle.mlflow.tasks import register_mlflow_tasks  # noqa: PLC0415 - optional
-
-        register_mlflow_tasks(queue, settings)
-    return queue
-
-
-def _reconcile(queue: JobQueue) -> int:
-    pending = queue.lifecycle().pending_scans()
-    for sha256 in pending:
-        enqueue_scan(queue, sha256)
-    return len(pending)
-
-
-def enqueue_scan(queue: JobQueue, sha256: str) -> None:
-    """Ask a worker to scan the artifact with this digest."""
-    queue.scan(sha256)
+        return RedisHuey("mamori", url=settings.queue_url, immediate=immediate)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteHuey("mamori", filename=str(settings.data_dir / "queue.db"), immediate=immediate)

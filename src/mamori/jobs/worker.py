@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from mamori.config import Settings
-from mamori.jobs.queue import make_queue
+from huey.api import Huey
 
 __all__ = ["run_worker"]
 
 
-def run_worker(settings: Settings, *, workers: int | None = None) -> None:
-    """Consume scan jobs until interrupted, with one process per worker.
+def run_worker(huey: Huey, *, workers: int) -> None:
+    """Consume the tasks registered on ``huey`` until interrupted, one process per worker.
 
     Scans are CPU-bound pure Python, so workers are processes, not threads: two workers use
     two cores.
     """
-    queue = make_queue(settings)
-    consumer = queue.huey.create_consumer(
-        workers=workers or settings.workers,
+    consumer = huey.create_consumer(
+        workers=workers,
         worker_type="process",
         periodic=True,
         check_worker_health=True,

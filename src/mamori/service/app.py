@@ -31,7 +31,7 @@ from mamori.service.runtime import (
 )
 
 if TYPE_CHECKING:
-    from mamori.jobs import JobQueue
+    from mamori.lifecycle.queue import JobQueue
 
 __all__ = ["create_app"]
 
@@ -119,7 +119,7 @@ def _scanning(
         mode = ScanMode.QUEUE if jobs_available() else ScanMode.INLINE
     if mode is ScanMode.QUEUE:
         queue = job_queue(settings)
-        from mamori.jobs import enqueue_scan  # noqa: PLC0415 - job_queue checked it is there
+        from mamori.lifecycle.queue import enqueue_scan  # noqa: PLC0415 - job_queue checked
 
         return functools.partial(enqueue_scan, queue), None, queue
     scanner = InProcessScanner()

@@ -31,7 +31,7 @@ from mamori.policy.engine import PolicyEngine
 from mamori.store import Store
 
 if TYPE_CHECKING:
-    from mamori.jobs import JobQueue
+    from mamori.lifecycle.queue import JobQueue
 
 __all__ = [
     "InProcessScanner",
@@ -67,7 +67,7 @@ def jobs_available() -> bool:
 def job_queue(settings: Settings) -> JobQueue:
     """The Huey queue configured by ``settings`` (scans, and MLflow deliveries when set)."""
     try:
-        from mamori.jobs import make_queue  # noqa: PLC0415 - optional package
+        from mamori.lifecycle.queue import make_queue  # noqa: PLC0415 - optional package
     except ImportError as exc:
         raise ConfigError("scan mode 'queue' needs the mamori.jobs package") from exc
     return make_queue(settings)

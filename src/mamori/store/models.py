@@ -23,9 +23,10 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mamori.audit.chain import AuditRecord
+from mamori.store.base import Base
 
 __all__ = [
     "ApiTokenRow",
@@ -85,12 +86,6 @@ def _enum(cls: type[enum.StrEnum]) -> Enum:
         length=32,
         validate_strings=True,
     )
-
-
-class Base(DeclarativeBase):
-    """Declarative base of every mamori table."""
-
-    type_annotation_map = {dict[str, Any]: JSON}  # noqa: RUF012 - SQLAlchemy's documented form
 
 
 class ArtifactRow(Base):
@@ -247,8 +242,3 @@ class ApiTokenRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
-
-
-# The MLflow integration's tables (revision 0002) live in their own module on this Base;
-# importing it here keeps Base.metadata complete for Alembic and the schema test.
-from mamori.store import models_mlflow as _models_mlflow  # noqa: E402, F401

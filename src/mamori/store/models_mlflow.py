@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import DateTime, Enum, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mamori.store.models import Base
+from mamori.store.base import Base
 
 __all__ = [
     "BreakGlassRow",

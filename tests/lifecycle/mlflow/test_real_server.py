@@ -20,12 +20,12 @@ from typer.testing import CliRunner
 
 from mamori.cli import app
 from mamori.cli.exitcodes import EXIT_CHECK_FAILED, EXIT_SAFE
-from mamori.jobs import make_queue
 from mamori.lifecycle.mlflow.events import build_integration
 from mamori.lifecycle.mlflow.gate import grant_break_glass
 from mamori.lifecycle.mlflow.resolve import Resolver
 from mamori.lifecycle.mlflow.sweep import VERDICT_TAG
 from mamori.lifecycle.mlflow.webhook import sign
+from mamori.lifecycle.queue import make_queue
 from mamori.store.models import AuditRow
 from mamori.store.models_mlflow import VersionStatus
 

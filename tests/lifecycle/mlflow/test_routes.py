@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 
 from mamori.config import load_settings
 from mamori.identity.apitokens import Scope
-from mamori.jobs import make_queue
 from mamori.lifecycle.mlflow.events import build_integration
 from mamori.lifecycle.mlflow.webhook import sign
+from mamori.lifecycle.queue import make_queue
 from mamori.service import ScanMode, create_app
 from mamori.service.runtime import dev_issuer
 

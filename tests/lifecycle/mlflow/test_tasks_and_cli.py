@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 from mamori.cli import app
 from mamori.config import load_settings
 from mamori.errors import ConfigError
-from mamori.jobs import make_queue
 from mamori.lifecycle.mlflow.tasks import register_mlflow_tasks
+from mamori.lifecycle.queue import make_queue
 
 
 def test_no_mlflow_tasks_are_registered_without_a_tracking_uri(tmp_path):

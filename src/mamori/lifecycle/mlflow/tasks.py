@@ -1,9 +1,10 @@
 """Huey tasks of the MLflow integration: process deliveries, resolve, sweep, rescan.
 
-Call :func:`register_mlflow_tasks` once on the queue built by :func:`mamori.jobs.make_queue`
-(it does nothing unless ``mlflow_tracking_uri`` is set). The API enqueues one
-``mamori.mlflow.delivery`` task per accepted webhook delivery. The periodic sweep enqueues one
-``mamori.mlflow.resolve`` task per version to (re)resolve, so N consumers share the work.
+Call :func:`register_mlflow_tasks` once on the queue built by
+:func:`mamori.lifecycle.queue.make_queue` (it does nothing unless ``mlflow_tracking_uri`` is
+set). The API enqueues one ``mamori.mlflow.delivery`` task per accepted webhook delivery. The
+periodic sweep enqueues one ``mamori.mlflow.resolve`` task per version to (re)resolve, so N
+consumers share the work.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ from __future__ import annotations
 import os
 import weakref
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 from huey.api import Huey, TaskWrapper
 
 from mamori.config import Settings
-from mamori.jobs.queue import JobQueue, cron_schedule
+from mamori.jobs import cron_schedule
 from mamori.lifecycle.mlflow.events import MlflowIntegration, SweepReport, build_integration
 from mamori.lifecycle.mlflow.resolve import Resolution
+from mamori.lifecycle.service import Lifecycle
 
 __all__ = ["MlflowTasks", "register_mlflow_tasks"]
 
@@ -32,6 +34,23 @@ class MlflowTasks:
     resolve: TaskWrapper
     sweep: TaskWrapper
     rescan: TaskWrapper
+
+
+class JobQueue(Protocol):
+    """What the MLflow tasks need of the lifecycle's queue (``mamori.lifecycle.queue``).
+
+    A protocol, not an import: ``lifecycle.queue`` registers these tasks, so importing it here
+    would make the two modules a cycle.
+    """
+
+    @property
+    def huey(self) -> Huey:
+        """The Huey instance the tasks are registered on."""
+        ...
+
+    def lifecycle(self) -> Lifecycle:
+        """This process's lifecycle."""
+        ...
 
 
 _CACHE: weakref.WeakKeyDictionary[Huey, dict[int, MlflowIntegration]] = weakref.WeakKeyDictionary()

@@ -16,8 +16,8 @@ from tests.lifecycle.conftest import BENIGN, MALICIOUS, make_principal
 
 from mamori.audit.chain import verify_chain
 from mamori.config import load_settings
-from mamori.jobs import make_queue
 from mamori.lifecycle.factory import build_lifecycle
+from mamori.lifecycle.queue import make_queue
 from mamori.store import ArtifactState, ScanStatus, audit_records
 from mamori.store.models import ScanRow
 
