@@ -14,6 +14,8 @@ __all__ = [
     "EXIT_CODE_HELP",
     "EXIT_DENIED",
     "EXIT_ERROR",
+    "EXIT_MISSING_EXTRA",
+    "EXIT_NOTHING_TO_CHECK",
     "EXIT_SAFE",
     "EXIT_UNSAFE",
 ]
@@ -38,13 +40,26 @@ The same single meaning as :data:`EXIT_UNSAFE` ("the answer is no"), never "mamo
 not answer" (that is :data:`EXIT_ERROR`).
 """
 
+EXIT_NOTHING_TO_CHECK: Final = 3
+"""There was nothing to check, which is never a pass: ``scan`` found no file in a directory
+(its report also carries the UNSAFE finding MAM-GEN-009), ``audit verify`` found no store.
+
+modelscan exits 3 for "no supported files"; ModelAudit uses 2, which here already means error.
+A CI job that accepts 0 (or 0 and 1) therefore fails on an empty checkout or a wrong path."""
+
 EXIT_DENIED: Final = 5
 """The request was refused: the credential did not verify or the policies denied it
-(``approve``, ``reject``, ``override``). Codes 3 and 4 are left for the scanner's plans."""
+(``approve``, ``reject``, ``override``). Code 4 is left for the scanner's plans."""
+
+EXIT_MISSING_EXTRA: Final = EXIT_ERROR
+"""A command whose optional dependencies are not installed: the same "could not answer" as
+:data:`EXIT_ERROR`, with one line naming the extra to install."""
 
 EXIT_CODE_HELP: Final = (
     f"Exit codes: {EXIT_SAFE} = every path SAFE; "
     f"{EXIT_UNSAFE} = a finding at or above --fail-on (UNSAFE); "
-    f"{EXIT_ERROR} = error (bad usage, missing or unreadable path, bad policy file, I/O error)."
+    f"{EXIT_ERROR} = error (bad usage, missing or unreadable path, bad policy file, I/O error); "
+    f"{EXIT_NOTHING_TO_CHECK} = nothing to scan (a directory without files; "
+    f"1 wins when another path is UNSAFE)."
 )
 """The exit-code table as one paragraph, for ``--help`` epilogs."""

@@ -23,6 +23,7 @@ from mamori.cli.exitcodes import (
     EXIT_CHECK_FAILED,
     EXIT_DENIED,
     EXIT_ERROR,
+    EXIT_NOTHING_TO_CHECK,
     EXIT_SAFE,
 )
 from mamori.errors import AccessDeniedError, ConfigError, IdentityError, MamoriError
@@ -61,6 +62,11 @@ module imports SQLAlchemy, which `mamori --help` should not pay for."""
 _CHECK_EPILOG = (
     f"Exit codes: {EXIT_SAFE} = passed; {EXIT_CHECK_FAILED} = failed (named on stderr); "
     f"{EXIT_ERROR} = could not check (unreadable file, bad configuration)."
+)
+_VERIFY_EPILOG = (
+    f"Exit codes: {EXIT_SAFE} = the chain is intact; {EXIT_CHECK_FAILED} = the chain is broken "
+    f"(named on stderr); {EXIT_ERROR} = could not check (bad anchors file, store error); "
+    f"{EXIT_NOTHING_TO_CHECK} = no store where the configuration points (none is created)."
 )
 
 
@@ -252,6 +258,41 @@ def _store(settings: Settings) -> Any:
     return store
 
 
+def _existing_store(settings: Settings) -> Any:
+    """The store as it is, never created or migrated: a check of nothing must not pass.
+
+    ``audit verify`` in a directory without a store used to create an empty one and report
+    "intact: 0 records"; now it names where it looked and exits
+    :data:`~mamori.cli.exitcodes.EXIT_NOTHING_TO_CHECK`.
+    """
+    from sqlalchemy import inspect  # noqa: PLC0415 -- lazy: SQLAlchemy
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
+    from mamori.store import Store  # noqa: PLC0415
+
+    url = settings.resolved_database_url
+    hint = "set MAMORI_DATA_DIR or MAMORI_DATABASE_URL, or run from the directory that has it"
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in {"", ":memory:"} or not Path(database).is_file():
+            _fail(f"error: no mamori store at {database or url!r}; {hint}", EXIT_NOTHING_TO_CHECK)
+    store = Store(url)
+    try:
+        tables = set(inspect(store.engine).get_table_names())
+    except SQLAlchemyError as exc:
+        store.dispose()
+        _fail(f"error: cannot open the store: {type(exc).__name__}")
+    if "audit_log" not in tables:
+        store.dispose()
+        where = parsed.render_as_string(hide_password=True)
+        _fail(
+            f"error: no mamori store (no audit table) at {where!r}; {hint}", EXIT_NOTHING_TO_CHECK
+        )
+    return store
+
+
 def _anchors(path: Path) -> dict[int, str]:
     """``mamori audit head`` lines, one JSON object per line."""
     anchors: dict[int, str] = {}
@@ -291,7 +332,7 @@ def audit_head_command() -> None:
     typer.echo(json.dumps({"seq": seq, "hash": digest, "at": stamp}))
 
 
-@audit_app.command("verify", epilog=_CHECK_EPILOG)
+@audit_app.command("verify", epilog=_VERIFY_EPILOG)
 def audit_verify(
     anchors: Annotated[
         Path | None,
@@ -304,7 +345,7 @@ def audit_verify(
 
     with _errors():
         expected = {} if anchors is None else _anchors(anchors)
-        store = _store(_settings())
+        store = _existing_store(_settings())
         try:
             count = verify_store_chain(store, expected)
         except StoreError as exc:
