@@ -163,3 +163,34 @@ def test_the_action_verdict_step_fails_on_errors_whatever_the_fail_input(code, f
         ["bash", "-c", step["run"]], env={"CODE": code, "FAIL": fail}, check=False, timeout=30
     )
     assert result.returncode == expected
+
+
+def _commands(group, prefix=()):
+    import typer.main
+
+    command = typer.main.get_command(group) if not prefix else group
+    for name, sub in getattr(command, "commands", {}).items():
+        if getattr(sub, "commands", None):
+            yield from _commands(sub, (*prefix, name))
+        else:
+            yield (*prefix, name)
+
+
+def test_the_cli_has_the_twenty_commands_the_readme_counts():
+    assert len(list(_commands(app))) >= 20
+
+
+@pytest.mark.parametrize("command", list(_commands(app)), ids=" ".join)
+def test_every_help_page_lists_its_exit_codes(command):
+    result = runner.invoke(app, [*command, "--help"], terminal_width=200)
+    assert result.exit_code == EXIT_SAFE, result.output
+    text = " ".join(result.stdout.split())
+    assert "Exit codes: 0 = " in text
+    assert "2 = " in text
+
+
+def test_policy_test_help_shows_the_case_format_intact():
+    result = runner.invoke(app, ["policy", "test", "--help"], terminal_width=200)
+    assert "[[case]]" in result.stdout
+    assert 'roles = ["approver"]' in result.stdout
+    assert "[]" not in result.stdout.replace('["approver"]', "")

@@ -13,7 +13,7 @@ import typer
 
 from mamori import __version__
 from mamori.cli._extras import install_hint, missing_extra
-from mamori.cli.exitcodes import EXIT_CODE_HELP, EXIT_MISSING_EXTRA
+from mamori.cli.exitcodes import DONE_EPILOG, EXIT_CODE_HELP, EXIT_MISSING_EXTRA
 from mamori.cli.jobs import rescan_command, worker_command
 from mamori.cli.pull import PULL_EPILOG, pull_command
 from mamori.cli.scan import rules_command, scan_command
@@ -75,11 +75,11 @@ def _root(
 
 
 app.command("scan", epilog=EXIT_CODE_HELP)(scan_command)
-app.command("rules")(rules_command)
+app.command("rules", epilog=DONE_EPILOG)(rules_command)
 app.command("pull", epilog=PULL_EPILOG)(pull_command)
-app.command("worker")(worker_command)
-app.command("rescan")(rescan_command)
-app.command("serve")(serve_command)
+app.command("worker", epilog=DONE_EPILOG)(worker_command)
+app.command("rescan", epilog=DONE_EPILOG)(rescan_command)
+app.command("serve", epilog=DONE_EPILOG)(serve_command)
 app.command("approve", epilog=DECIDE_EPILOG)(approve_command)
 app.command("reject", epilog=DECIDE_EPILOG)(reject_command)
 app.command("override", epilog=DECIDE_EPILOG)(override_command)

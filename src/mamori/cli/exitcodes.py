@@ -11,7 +11,9 @@ from typing import Final
 
 __all__ = [
     "EXIT_CHECK_FAILED",
+    "DONE_EPILOG",
     "EXIT_CODE_HELP",
+    "STORE_EPILOG",
     "EXIT_DENIED",
     "EXIT_ERROR",
     "EXIT_MISSING_EXTRA",
@@ -63,3 +65,17 @@ EXIT_CODE_HELP: Final = (
     f"1 wins when another path is UNSAFE)."
 )
 """The exit-code table as one paragraph, for ``--help`` epilogs."""
+
+
+DONE_EPILOG: Final = (
+    f"Exit codes: {EXIT_SAFE} = done; {EXIT_ERROR} = error (bad usage or configuration, "
+    "store or I/O error, or the command's extra is not installed: one line names it)."
+)
+"""The exit-code line for commands that either do their job or fail."""
+
+STORE_EPILOG: Final = (
+    f"Exit codes: {EXIT_SAFE} = done; {EXIT_ERROR} = error (bad usage or configuration, "
+    f"store or I/O error, missing extra); {EXIT_NOTHING_TO_CHECK} = no store where the "
+    "configuration points (none is created)."
+)
+"""The exit-code line for commands that read an existing store and never create one."""

@@ -25,6 +25,7 @@ from mamori.cli.exitcodes import (
     EXIT_ERROR,
     EXIT_NOTHING_TO_CHECK,
     EXIT_SAFE,
+    STORE_EPILOG,
 )
 from mamori.errors import AccessDeniedError, ConfigError, IdentityError, MamoriError
 
@@ -62,6 +63,10 @@ module imports SQLAlchemy, which `mamori --help` should not pay for."""
 _CHECK_EPILOG = (
     f"Exit codes: {EXIT_SAFE} = passed; {EXIT_CHECK_FAILED} = failed (named on stderr); "
     f"{EXIT_ERROR} = could not check (unreadable file, bad configuration)."
+)
+_TOKEN_EPILOG = (
+    f"Exit codes: {EXIT_SAFE} = done; {EXIT_DENIED} = the operator's credential was refused; "
+    f"{EXIT_ERROR} = error (bad usage or configuration, store error, missing extra)."
 )
 _VERIFY_EPILOG = (
     f"Exit codes: {EXIT_SAFE} = the chain is intact; {EXIT_CHECK_FAILED} = the chain is broken "
@@ -156,7 +161,7 @@ def serve_command(
 # --- tokens ----------------------------------------------------------------------------------
 
 
-@token_app.command("mint")
+@token_app.command("mint", epilog=_TOKEN_EPILOG)
 def token_mint(
     roles: Annotated[list[str], typer.Option("--role", help="A role; repeat for more.")],
     subject: Annotated[str | None, typer.Option(help="The sub claim.")] = None,
@@ -196,7 +201,7 @@ def _operator() -> str:
         return "mamori|cli"
 
 
-@token_app.command("create")
+@token_app.command("create", epilog=_TOKEN_EPILOG)
 def token_create(
     name: Annotated[str, typer.Option(help="What the token is for, e.g. ci-deploy.")],
     scopes: Annotated[
@@ -226,7 +231,7 @@ def token_create(
     typer.echo(issued.secret)
 
 
-@token_app.command("revoke")
+@token_app.command("revoke", epilog=_TOKEN_EPILOG)
 def token_revoke(token_id: Annotated[int, typer.Argument(help="The token's id.")]) -> None:
     """Revoke an API token; it is refused from the next request on."""
     with _errors():
@@ -234,7 +239,7 @@ def token_revoke(token_id: Annotated[int, typer.Argument(help="The token's id.")
     typer.echo(f"revoked api token {info.id} ({info.name})")
 
 
-@token_app.command("list")
+@token_app.command("list", epilog=_TOKEN_EPILOG)
 def token_list() -> None:
     """List API tokens (never their secrets)."""
     with _errors():
@@ -248,14 +253,6 @@ def token_list() -> None:
 
 
 # --- audit -----------------------------------------------------------------------------------
-
-
-def _store(settings: Settings) -> Any:
-    from mamori.store import Store  # noqa: PLC0415
-
-    store = Store(settings.resolved_database_url)
-    store.migrate()
-    return store
 
 
 def _existing_store(settings: Settings) -> Any:
@@ -316,7 +313,7 @@ def _anchors(path: Path) -> dict[int, str]:
     return anchors
 
 
-@audit_app.command("head")
+@audit_app.command("head", epilog=STORE_EPILOG)
 def audit_head_command() -> None:
     """Print the newest record's sequence number and hash as one JSON line.
 
@@ -327,7 +324,7 @@ def audit_head_command() -> None:
     from mamori.store.auditlog import audit_head  # noqa: PLC0415
 
     with _errors():
-        seq, digest = audit_head(_store(_settings()))
+        seq, digest = audit_head(_existing_store(_settings()))
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     typer.echo(json.dumps({"seq": seq, "hash": digest, "at": stamp}))
 
@@ -355,7 +352,7 @@ def audit_verify(
     typer.echo(f"audit chain intact: {count} records")
 
 
-@audit_app.command("export")
+@audit_app.command("export", epilog=STORE_EPILOG)
 def audit_export(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Default: stdout.")] = None,
     after: Annotated[int, typer.Option(min=0, help="Only records after this seq.")] = 0,
@@ -365,7 +362,7 @@ def audit_export(
     from mamori.store.auditlog import iter_audit  # noqa: PLC0415
 
     with _errors():
-        store = _store(_settings())
+        store = _existing_store(_settings())
         with contextlib.ExitStack() as stack:
             out = sys.stdout if output is None else stack.enter_context(output.open("w"))
             for record in iter_audit(store, after=after):
@@ -428,12 +425,26 @@ def _case(
 
 @policy_app.command("test", epilog=_CHECK_EPILOG)
 def policy_test(
-    file: Annotated[Path, typer.Argument(help="TOML or JSON file of [[case]] requests.")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="TOML file of case tables (or JSON: a list of the same objects)."),
+    ],
 ) -> None:
     """Evaluate example requests against the configured lifecycle policies.
 
-    Each case: name, principal {subject, roles, mfa}, action, optional resource {imported_by,
-    state, verdict, deployable}, optional reason, and expect = "allow" | "deny".
+    One TOML table per case:
+
+    \b
+      \\[\\[case]]
+      name = "an approver with MFA may approve"
+      principal = { subject = "alice", roles = \\["approver"], mfa = true }
+      action = "approve"
+      resource = { imported_by = "ivan", state = "safe", verdict = "safe" }
+      expect = "allow"
+
+    action: view, scan, import, approve, reject, override, deploy, invoke or admin.
+    resource (optional): imported_by, state, verdict, deployable, sha256.
+    reason (optional): the written reason an override carries. expect: allow or deny.
     """
     from mamori.lifecycle import LifecycleAuthorizer  # noqa: PLC0415
     from mamori.lifecycle.factory import load_lifecycle_policies  # noqa: PLC0415
