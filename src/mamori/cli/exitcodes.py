@@ -10,16 +10,16 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
-    "EXIT_CHECK_FAILED",
     "DONE_EPILOG",
+    "EXIT_CHECK_FAILED",
     "EXIT_CODE_HELP",
-    "STORE_EPILOG",
     "EXIT_DENIED",
     "EXIT_ERROR",
     "EXIT_MISSING_EXTRA",
     "EXIT_NOTHING_TO_CHECK",
     "EXIT_SAFE",
     "EXIT_UNSAFE",
+    "STORE_EPILOG",
 ]
 
 EXIT_SAFE: Final = 0

@@ -445,7 +445,7 @@ def policy_test(
     action: view, scan, import, approve, reject, override, deploy, invoke or admin.
     resource (optional): imported_by, state, verdict, deployable, sha256.
     reason (optional): the written reason an override carries. expect: allow or deny.
-    """
+    """  # noqa: D301 -- "\b" is click's do-not-rewrap marker, and "\\[" escapes rich markup
     from mamori.lifecycle import LifecycleAuthorizer  # noqa: PLC0415
     from mamori.lifecycle.factory import load_lifecycle_policies  # noqa: PLC0415
 
