@@ -19,9 +19,9 @@ Example::
     reason = "our own loader; reviewed in SEC-42"
 
     [[suppress]]
-    rule = "MAM-GEN-007"
-    path = "models/*.bin"
-    reason = "HF exports name safetensors shards .bin; tracked in JIRA-123"
+    rule = "MAM-GEN-004"
+    path = "models/*.bin"               # also matches models/a.bin in a scan of models/
+    reason = "raw ONNX external-data weights; tracked in JIRA-123"
 
     [limits]
     max_depth = 4
