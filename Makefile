@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= all,test,dev
+# demo: the hospital demo's embedding model (torch); test pins the CPU torch it resolves to.
+EXTRAS ?= all,demo,test,dev
 
 .PHONY: up test test-scaleout lint fmt bench venv clean
 

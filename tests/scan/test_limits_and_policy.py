@@ -45,3 +45,14 @@ def test_a_rule_builds_findings_with_its_taxonomy():
     assert finding.cwe == ("CWE-409",)
     assert finding.atlas == ("AML.T0029",)
     assert finding.severity is Severity.HIGH
+
+
+def test_a_directory_suppression_glob_matches_the_file_inside_the_scanned_directory(tmp_path):
+    # `models/*.bin` must cover models/a.bin whether models/ or models/a.bin was scanned.
+    finding: Finding = rule("MAM-GEN-007").finding("x", location=Location(member=("a.bin",)))
+    s = Suppression(rule_id="MAM-GEN-007", path_glob="models/*.bin", reason="r")
+    assert s.matches(finding, "models", directory=True)
+    assert s.matches(finding, "models/", directory=True)
+    assert s.matches(finding, "./models", directory=True)
+    # An archive's member is not a file of a directory: no widening for file scans.
+    assert not s.matches(finding, "models", directory=False)

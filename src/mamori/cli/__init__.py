@@ -5,9 +5,15 @@ Exit codes are named constants in :mod:`mamori.cli.exitcodes` and documented in 
 
 from __future__ import annotations
 
+import platform
+import sys
+from typing import Annotated
+
 import typer
 
-from mamori.cli.exitcodes import EXIT_CODE_HELP
+from mamori import __version__
+from mamori.cli._extras import install_hint, missing_extra
+from mamori.cli.exitcodes import DONE_EPILOG, EXIT_CODE_HELP, EXIT_MISSING_EXTRA
 from mamori.cli.jobs import rescan_command, worker_command
 from mamori.cli.pull import PULL_EPILOG, pull_command
 from mamori.cli.scan import rules_command, scan_command
@@ -28,15 +34,52 @@ app = typer.Typer(
     name="mamori",
     help="Scan ML models without loading them; gate their lifecycle; authorize GenAI data.",
     no_args_is_help=True,
-    add_completion=False,
+    # typer's completion: `mamori --install-completion` (bash, zsh, fish, PowerShell).
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
+
+
+def version_text() -> str:
+    """``mamori --version``: the package, the scan ruleset and the interpreter it runs on."""
+    # Lazy: the rule catalogue is only needed when the version is asked for.
+    from mamori.scan.rules import RULES, RULESET_VERSION  # noqa: PLC0415
+
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return (
+        f"mamori {__version__}\n"
+        f"ruleset {RULESET_VERSION} ({len(RULES)} rules)\n"
+        f"scanner: pure-Python pickle analyser with its fast path, on {python}\n"
+    )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(version_text())
+        raise typer.Exit
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_show_version,
+            help="Print the version, the ruleset version and the Python it runs on; exit.",
+        ),
+    ] = False,
+) -> None:
+    """Scan ML models without loading them; gate their lifecycle; authorize GenAI data."""
+
+
 app.command("scan", epilog=EXIT_CODE_HELP)(scan_command)
-app.command("rules")(rules_command)
+app.command("rules", epilog=DONE_EPILOG)(rules_command)
 app.command("pull", epilog=PULL_EPILOG)(pull_command)
-app.command("worker")(worker_command)
-app.command("rescan")(rescan_command)
-app.command("serve")(serve_command)
+app.command("worker", epilog=DONE_EPILOG)(worker_command)
+app.command("rescan", epilog=DONE_EPILOG)(rescan_command)
+app.command("serve", epilog=DONE_EPILOG)(serve_command)
 app.command("approve", epilog=DECIDE_EPILOG)(approve_command)
 app.command("reject", epilog=DECIDE_EPILOG)(reject_command)
 app.command("override", epilog=DECIDE_EPILOG)(override_command)
@@ -46,8 +89,21 @@ app.add_typer(policy_app, name="policy")
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point.
+
+    A command whose optional extra is not installed prints one line naming the extra and
+    exits :data:`~mamori.cli.exitcodes.EXIT_MISSING_EXTRA` instead of a traceback.
+    """
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        argv = sys.argv[1:]
+        extra = missing_extra(exc.name, argv)
+        if extra is None:
+            raise
+        command = next((a for a in argv if not a.startswith("-")), "")
+        sys.stderr.write(install_hint(extra, command) + "\n")
+        raise SystemExit(EXIT_MISSING_EXTRA) from None
 
 
 from mamori.cli.demo import demo_app  # noqa: E402 -- registered after the app exists

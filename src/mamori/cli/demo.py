@@ -7,12 +7,14 @@ import json
 import typer
 from rich.console import Console
 
+from mamori.cli.exitcodes import DONE_EPILOG
+
 __all__ = ["demo_app"]
 
 demo_app = typer.Typer(help="Runnable demonstrations.", no_args_is_help=True)
 
 
-@demo_app.command("hospital")
+@demo_app.command("hospital", epilog=DONE_EPILOG)
 def hospital(
     llm_url: str = typer.Option("", help="OpenAI-compatible base URL to drive the tool calls."),
     llm_model: str = typer.Option("", help="Model name for --llm-url."),

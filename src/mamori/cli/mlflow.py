@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from mamori.cli._extras import exit_missing_extra
 from mamori.cli.exitcodes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_SAFE
 from mamori.errors import ConfigError, MamoriError
 
@@ -55,6 +56,8 @@ def connect_command(
             secret=settings.mlflow_webhook_secret.get_secret_value(),
             encryption_key_fixed=encryption_key_fixed,
         )
+    except ModuleNotFoundError as exc:
+        exit_missing_extra(exc, "mlflow")
     except (MamoriError, ImportError) as exc:
         text = exc.diagnostics() if isinstance(exc, MamoriError) else str(exc)
         _err.print(f"mamori mlflow connect: {text}")
@@ -87,6 +90,8 @@ def sweep_command(
         settings = load_settings()
         queue = make_queue(settings)
         report = build_integration(settings, queue.lifecycle()).sweep(rescan=rescan)
+    except ModuleNotFoundError as exc:
+        exit_missing_extra(exc, "mlflow")
     except (MamoriError, ImportError) as exc:
         text = exc.diagnostics() if isinstance(exc, MamoriError) else str(exc)
         _err.print(f"mamori mlflow sweep: {text}")

@@ -19,13 +19,13 @@ import tempfile
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Final, NoReturn
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mamori.cli.exitcodes import EXIT_ERROR, EXIT_SAFE, EXIT_UNSAFE
+from mamori.cli.exitcodes import EXIT_ERROR, EXIT_NOTHING_TO_CHECK, EXIT_SAFE, EXIT_UNSAFE
 from mamori.errors import MamoriError
 from mamori.findings import ScanReport, Severity, Verdict
 from mamori.scan import ScanPolicy, scan_path
@@ -34,7 +34,7 @@ from mamori.scan.report._labels import severity_label
 from mamori.scan.report.text import printable
 from mamori.scan.rules import RULES, RULESET_VERSION
 
-__all__ = ["rules_command", "scan_command"]
+__all__ = ["rules_command", "scan_command", "scan_exit_code"]
 
 _FORMATS = ", ".join(f.value for f in ReportFormat)
 _SEVERITIES = ", ".join(s.label for s in Severity)
@@ -222,8 +222,24 @@ def scan_command(
             sys.stdout.flush()
         else:
             _write_atomic(output, text)
-        unsafe = any(r.verdict is Verdict.UNSAFE for r in reports)
-    raise typer.Exit(EXIT_UNSAFE if unsafe else EXIT_SAFE)
+    raise typer.Exit(scan_exit_code(reports))
+
+
+def scan_exit_code(reports: Sequence[ScanReport]) -> int:
+    """0 when every path is SAFE; 1 when one is UNSAFE; 3 when the only "no" is emptiness.
+
+    An empty directory is UNSAFE (MAM-GEN-009) in every report; its own exit code lets CI
+    tell "wrong path or empty checkout" from "malicious model".
+    """
+    unsafe = [r for r in reports if r.verdict is Verdict.UNSAFE]
+    if not unsafe:
+        return EXIT_SAFE
+    if all({f.rule_id for f in r.findings} == {_NOTHING_SCANNED} for r in unsafe):
+        return EXIT_NOTHING_TO_CHECK
+    return EXIT_UNSAFE
+
+
+_NOTHING_SCANNED: Final = "MAM-GEN-009"
 
 
 def rules_command(

@@ -23,7 +23,9 @@ from mamori.cli.exitcodes import (
     EXIT_CHECK_FAILED,
     EXIT_DENIED,
     EXIT_ERROR,
+    EXIT_NOTHING_TO_CHECK,
     EXIT_SAFE,
+    STORE_EPILOG,
 )
 from mamori.errors import AccessDeniedError, ConfigError, IdentityError, MamoriError
 
@@ -61,6 +63,15 @@ module imports SQLAlchemy, which `mamori --help` should not pay for."""
 _CHECK_EPILOG = (
     f"Exit codes: {EXIT_SAFE} = passed; {EXIT_CHECK_FAILED} = failed (named on stderr); "
     f"{EXIT_ERROR} = could not check (unreadable file, bad configuration)."
+)
+_TOKEN_EPILOG = (
+    f"Exit codes: {EXIT_SAFE} = done; {EXIT_DENIED} = the operator's credential was refused; "
+    f"{EXIT_ERROR} = error (bad usage or configuration, store error, missing extra)."
+)
+_VERIFY_EPILOG = (
+    f"Exit codes: {EXIT_SAFE} = the chain is intact; {EXIT_CHECK_FAILED} = the chain is broken "
+    f"(named on stderr); {EXIT_ERROR} = could not check (bad anchors file, store error); "
+    f"{EXIT_NOTHING_TO_CHECK} = no store where the configuration points (none is created)."
 )
 
 
@@ -150,7 +161,7 @@ def serve_command(
 # --- tokens ----------------------------------------------------------------------------------
 
 
-@token_app.command("mint")
+@token_app.command("mint", epilog=_TOKEN_EPILOG)
 def token_mint(
     roles: Annotated[list[str], typer.Option("--role", help="A role; repeat for more.")],
     subject: Annotated[str | None, typer.Option(help="The sub claim.")] = None,
@@ -190,7 +201,7 @@ def _operator() -> str:
         return "mamori|cli"
 
 
-@token_app.command("create")
+@token_app.command("create", epilog=_TOKEN_EPILOG)
 def token_create(
     name: Annotated[str, typer.Option(help="What the token is for, e.g. ci-deploy.")],
     scopes: Annotated[
@@ -220,7 +231,7 @@ def token_create(
     typer.echo(issued.secret)
 
 
-@token_app.command("revoke")
+@token_app.command("revoke", epilog=_TOKEN_EPILOG)
 def token_revoke(token_id: Annotated[int, typer.Argument(help="The token's id.")]) -> None:
     """Revoke an API token; it is refused from the next request on."""
     with _errors():
@@ -228,7 +239,7 @@ def token_revoke(token_id: Annotated[int, typer.Argument(help="The token's id.")
     typer.echo(f"revoked api token {info.id} ({info.name})")
 
 
-@token_app.command("list")
+@token_app.command("list", epilog=_TOKEN_EPILOG)
 def token_list() -> None:
     """List API tokens (never their secrets)."""
     with _errors():
@@ -244,11 +255,38 @@ def token_list() -> None:
 # --- audit -----------------------------------------------------------------------------------
 
 
-def _store(settings: Settings) -> Any:
+def _existing_store(settings: Settings) -> Any:
+    """The store as it is, never created or migrated: a check of nothing must not pass.
+
+    ``audit verify`` in a directory without a store used to create an empty one and report
+    "intact: 0 records"; now it names where it looked and exits
+    :data:`~mamori.cli.exitcodes.EXIT_NOTHING_TO_CHECK`.
+    """
+    from sqlalchemy import inspect  # noqa: PLC0415 -- lazy: SQLAlchemy
+    from sqlalchemy.engine import make_url  # noqa: PLC0415
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
+
     from mamori.store import Store  # noqa: PLC0415
 
-    store = Store(settings.resolved_database_url)
-    store.migrate()
+    url = settings.resolved_database_url
+    hint = "set MAMORI_DATA_DIR or MAMORI_DATABASE_URL, or run from the directory that has it"
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in {"", ":memory:"} or not Path(database).is_file():
+            _fail(f"error: no mamori store at {database or url!r}; {hint}", EXIT_NOTHING_TO_CHECK)
+    store = Store(url)
+    try:
+        tables = set(inspect(store.engine).get_table_names())
+    except SQLAlchemyError as exc:
+        store.dispose()
+        _fail(f"error: cannot open the store: {type(exc).__name__}")
+    if "audit_log" not in tables:
+        store.dispose()
+        where = parsed.render_as_string(hide_password=True)
+        _fail(
+            f"error: no mamori store (no audit table) at {where!r}; {hint}", EXIT_NOTHING_TO_CHECK
+        )
     return store
 
 
@@ -275,7 +313,7 @@ def _anchors(path: Path) -> dict[int, str]:
     return anchors
 
 
-@audit_app.command("head")
+@audit_app.command("head", epilog=STORE_EPILOG)
 def audit_head_command() -> None:
     """Print the newest record's sequence number and hash as one JSON line.
 
@@ -286,12 +324,12 @@ def audit_head_command() -> None:
     from mamori.store.auditlog import audit_head  # noqa: PLC0415
 
     with _errors():
-        seq, digest = audit_head(_store(_settings()))
+        seq, digest = audit_head(_existing_store(_settings()))
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     typer.echo(json.dumps({"seq": seq, "hash": digest, "at": stamp}))
 
 
-@audit_app.command("verify", epilog=_CHECK_EPILOG)
+@audit_app.command("verify", epilog=_VERIFY_EPILOG)
 def audit_verify(
     anchors: Annotated[
         Path | None,
@@ -304,7 +342,7 @@ def audit_verify(
 
     with _errors():
         expected = {} if anchors is None else _anchors(anchors)
-        store = _store(_settings())
+        store = _existing_store(_settings())
         try:
             count = verify_store_chain(store, expected)
         except StoreError as exc:
@@ -314,7 +352,7 @@ def audit_verify(
     typer.echo(f"audit chain intact: {count} records")
 
 
-@audit_app.command("export")
+@audit_app.command("export", epilog=STORE_EPILOG)
 def audit_export(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Default: stdout.")] = None,
     after: Annotated[int, typer.Option(min=0, help="Only records after this seq.")] = 0,
@@ -324,7 +362,7 @@ def audit_export(
     from mamori.store.auditlog import iter_audit  # noqa: PLC0415
 
     with _errors():
-        store = _store(_settings())
+        store = _existing_store(_settings())
         with contextlib.ExitStack() as stack:
             out = sys.stdout if output is None else stack.enter_context(output.open("w"))
             for record in iter_audit(store, after=after):
@@ -387,13 +425,27 @@ def _case(
 
 @policy_app.command("test", epilog=_CHECK_EPILOG)
 def policy_test(
-    file: Annotated[Path, typer.Argument(help="TOML or JSON file of [[case]] requests.")],
+    file: Annotated[
+        Path,
+        typer.Argument(help="TOML file of case tables (or JSON: a list of the same objects)."),
+    ],
 ) -> None:
     """Evaluate example requests against the configured lifecycle policies.
 
-    Each case: name, principal {subject, roles, mfa}, action, optional resource {imported_by,
-    state, verdict, deployable}, optional reason, and expect = "allow" | "deny".
-    """
+    One TOML table per case:
+
+    \b
+      \\[\\[case]]
+      name = "an approver with MFA may approve"
+      principal = { subject = "alice", roles = \\["approver"], mfa = true }
+      action = "approve"
+      resource = { imported_by = "ivan", state = "safe", verdict = "safe" }
+      expect = "allow"
+
+    action: view, scan, import, approve, reject, override, deploy, invoke or admin.
+    resource (optional): imported_by, state, verdict, deployable, sha256.
+    reason (optional): the written reason an override carries. expect: allow or deny.
+    """  # noqa: D301 -- "\b" is click's do-not-rewrap marker, and "\\[" escapes rich markup
     from mamori.lifecycle import LifecycleAuthorizer  # noqa: PLC0415
     from mamori.lifecycle.factory import load_lifecycle_policies  # noqa: PLC0415
 

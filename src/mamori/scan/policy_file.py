@@ -14,10 +14,14 @@ Example::
     allow = ["mylib.layers.Dense"]      # exact module.qualname only: no wildcards
     deny = ["mylib.unsafe.*"]           # exact names or module.*
 
+    [[globals.override_denylist]]       # a denylisted name is trusted only like this;
+    name = "mylib.io.load"              # every report prints the override and its reason
+    reason = "our own loader; reviewed in SEC-42"
+
     [[suppress]]
-    rule = "MAM-GEN-007"
-    path = "models/*.bin"
-    reason = "HF exports name safetensors shards .bin; tracked in JIRA-123"
+    rule = "MAM-GEN-004"
+    path = "models/*.bin"               # also matches models/a.bin in a scan of models/
+    reason = "raw ONNX external-data weights; tracked in JIRA-123"
 
     [limits]
     max_depth = 4
@@ -49,11 +53,11 @@ from pydantic_core import ErrorDetails
 from mamori.errors import ConfigError
 from mamori.findings import Severity
 from mamori.scan.limits import ScanLimits
-from mamori.scan.policy import ScanPolicy, Suppression
+from mamori.scan.policy import DenylistOverride, ScanPolicy, Suppression
 from mamori.scan.rules import RULES
 from mamori.scan.signatures import ClamAVConfig, ClamAVMode, SignatureConfig, YaraConfig
 
-__all__ = ["load_policy", "parse_policy"]
+__all__ = ["denylist_reason", "load_policy", "parse_policy"]
 
 # module.qualname: dotted Python identifiers, at least one dot (``builtins.eval``, not ``eval``).
 _GLOBAL: Final = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
@@ -117,9 +121,51 @@ def _check_glob(glob: str) -> str:
     return glob
 
 
+def denylist_reason(name: str) -> str | None:
+    """Why the built-in denylist covers the global ``name``, or ``None`` when it does not.
+
+    Asked of the pickle analyser itself (with an empty policy), for every way of splitting
+    ``name`` into module and qualname, so this check and the scan can never disagree.
+    """
+    # Lazy: the pickle analyser is only needed when a policy allows something.
+    from mamori.scan.pickle.classify import classify  # noqa: PLC0415
+    from mamori.scan.pickle.uses import UseKind  # noqa: PLC0415
+    from mamori.scan.pickle.values import GlobalRef  # noqa: PLC0415
+
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        ref = GlobalRef(".".join(parts[:cut]), ".".join(parts[cut:]))
+        verdict = classify(ref, {UseKind.CALLED})
+        if verdict.rule_id == _DENY_RULE:
+            return verdict.reason
+    return None
+
+
+_DENY_RULE: Final = "MAM-PKL-001"
+
+
+class _Override(_Strict):
+    name: str
+    reason: str
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check_allow(value)
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, value: str) -> str:
+        if not value:
+            # The reason is printed in every report: an override must say why.
+            raise ValueError("must not be empty")
+        return value
+
+
 class _Globals(_Strict):
     allow: list[str] = Field(default_factory=list)
     deny: list[str] = Field(default_factory=list)
+    override_denylist: list[_Override] = Field(default_factory=list)
 
     @field_validator("allow")
     @classmethod
@@ -274,9 +320,20 @@ def _to_policy(parsed: _PolicyFile, source: str) -> ScanPolicy:
     if both := sorted(allow & deny):
         msg = f"{source}: globals: {', '.join(both)} both allowed and denied"
         raise ConfigError(msg)
+    overrides = _overrides(parsed.globals_, deny, source)
+    for index, name in enumerate(parsed.globals_.allow):
+        reason = denylist_reason(name)
+        if reason is not None and name not in {o.name for o in overrides}:
+            msg = (
+                f"{source}: globals.allow[{index}]: {name!r} is on the built-in denylist "
+                f"({reason}); to trust it anyway add it to globals.override_denylist "
+                "with a reason (every report will show it)"
+            )
+            raise ConfigError(msg)
     return ScanPolicy(
         threshold=Severity.parse(parsed.threshold),
-        allowed_globals=allow,
+        allowed_globals=allow | {o.name for o in overrides},
+        denylist_overrides=overrides,
         denied_globals=deny,
         suppressions=tuple(
             Suppression(rule_id=s.rule, path_glob=s.path, reason=s.reason) for s in parsed.suppress
@@ -285,6 +342,27 @@ def _to_policy(parsed: _PolicyFile, source: str) -> ScanPolicy:
         md5=parsed.md5,
         signatures=parsed.signatures.to_config(),
     )
+
+
+def _overrides(parsed: _Globals, deny: frozenset[str], source: str) -> tuple[DenylistOverride, ...]:
+    out: list[DenylistOverride] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(parsed.override_denylist):
+        where = f"{source}: globals.override_denylist[{index}]"
+        if entry.name in seen:
+            msg = f"{where}: {entry.name!r} is listed twice"
+            raise ConfigError(msg)
+        seen.add(entry.name)
+        if entry.name in deny:
+            msg = f"{where}: {entry.name!r} is also in globals.deny"
+            raise ConfigError(msg)
+        if denylist_reason(entry.name) is None:
+            # An override that overrides nothing is a typo or a stale entry; a typo here
+            # must not go unnoticed because the next edit might "fix" it into a real one.
+            msg = f"{where}: {entry.name!r} is not on the built-in denylist; use globals.allow"
+            raise ConfigError(msg)
+        out.append(DenylistOverride(name=entry.name, reason=entry.reason))
+    return tuple(out)
 
 
 def parse_policy(text: str, *, source: str = "<policy>") -> ScanPolicy:

@@ -96,6 +96,9 @@ _TABLE: Final[tuple[Rule, ...]] = (
     _r("MAM-GEN-008", H, "Member checksum mismatch", ("CWE-354", "CWE-436"), SUPPLY_CHAIN,
        "A member's bytes do not match the checksum its container declares; loaders that skip "
        "the check read different content than those that enforce it."),
+    _r("MAM-GEN-009", H, "Nothing was scanned", ("CWE-20",), SUPPLY_CHAIN,
+       "The directory holds no regular file to scan; an empty result is not evidence of "
+       "safety (a wrong path, an unmounted volume or a failed download look the same)."),
     _r("MAM-LIM-001", H, "Decompressed size limit exceeded", ("CWE-409",), DOS,
        "Decompressing the artifact would exceed the configured size limit (decompression bomb)."),
     _r("MAM-LIM-002", H, "Nesting depth limit exceeded", ("CWE-674",), DOS,

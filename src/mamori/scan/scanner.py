@@ -208,10 +208,20 @@ def _build_report(  # noqa: PLR0917 - private helper with one call shape
     started: datetime,
     duration: float,
 ) -> ScanReport:
+    if fmt is FileFormat.DIRECTORY and not members and not scan.findings:
+        # Fail closed: an empty tree is what a wrong path or a failed download looks like.
+        scan.emit("MAM-GEN-009", "the directory holds no regular file to scan", ())
     kept: list[Finding] = []
     suppressed: list[SuppressedFinding] = []
     for finding in _dedupe(scan.findings):
-        match = next((s for s in scan.policy.suppressions if s.matches(finding, path)), None)
+        match = next(
+            (
+                s
+                for s in scan.policy.suppressions
+                if s.matches(finding, path, directory=fmt is FileFormat.DIRECTORY)
+            ),
+            None,
+        )
         if match is None:
             kept.append(finding)
         else:
@@ -230,6 +240,7 @@ def _build_report(  # noqa: PLR0917 - private helper with one call shape
         members=members,
         findings=tuple(_sorted(kept)),
         suppressed=tuple(suppressed),
+        notes=scan.policy.override_notes(),
     )
 
 

@@ -35,6 +35,7 @@ from urllib.parse import quote
 
 from mamori import __version__
 from mamori.findings import FileFormat, Finding, ScanReport, Severity
+from mamori.scan.policy import OVERRIDE_NOTE_PREFIX
 from mamori.scan.report.schema import NORMALIZED_STARTED_AT, severity_label
 from mamori.scan.rules import RULES, RULESET_VERSION, Rule
 
@@ -347,16 +348,26 @@ def build_sarif(
     else:
         start = min(r.started_at for r in reports)
         end = max(r.started_at + timedelta(seconds=r.duration_s) for r in reports)
+    invocation: _Json = {
+        # The scan itself completed; findings are results, not execution failures.
+        "executionSuccessful": True,
+        "startTimeUtc": _timestamp(start),
+        "endTimeUtc": _timestamp(end),
+    }
+    notes = list(dict.fromkeys(note for r in reports for note in r.notes))
+    if notes:
+        # Policy notes describe how the tool was configured; a denylist override weakens the
+        # scan, so it is a warning beside the results.
+        invocation["toolConfigurationNotifications"] = [
+            {
+                "level": "warning" if note.startswith(OVERRIDE_NOTE_PREFIX) else "note",
+                "message": {"text": note},
+            }
+            for note in notes
+        ]
     run_json: _Json = {
         "tool": {"driver": driver},
-        "invocations": [
-            {
-                # The scan itself completed; findings are results, not execution failures.
-                "executionSuccessful": True,
-                "startTimeUtc": _timestamp(start),
-                "endTimeUtc": _timestamp(end),
-            }
-        ],
+        "invocations": [invocation],
         "artifacts": run.artifacts,
         "results": results,
     }

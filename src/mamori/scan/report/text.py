@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from mamori.findings import Finding, ScanReport, Severity, Verdict
+from mamori.scan.policy import OVERRIDE_NOTE_PREFIX
 from mamori.scan.report._labels import severity_label
 
 __all__ = ["printable", "render_text", "severity_style", "verdict_style"]
@@ -122,7 +123,14 @@ def _report_lines(report: ScanReport) -> list[Text]:
         lines.append(Text(f"  SUPPRESSED ({len(report.suppressed)})", style="dim"))
         for item in report.suppressed:
             lines.extend(_finding_lines(item.finding, "  ", reason=item.reason))
-    lines.extend(Text(f"  note: {printable(note)}", style="dim") for note in report.notes)
+    lines.extend(
+        # A denylist override weakens the scan: it must stand out, not fade into dim notes.
+        Text(
+            f"  note: {printable(note)}",
+            style="bold yellow" if note.startswith(OVERRIDE_NOTE_PREFIX) else "dim",
+        )
+        for note in report.notes
+    )
     return lines
 
 
