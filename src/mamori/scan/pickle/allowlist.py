@@ -440,9 +440,10 @@ INSTANTIATES: Final = MappingProxyType(
 
 GIVES_STATE: Final = MappingProxyType(
     {
-        "torch._tensor._rebuild_from_type_v2": 3,
-        "torch._utils._rebuild_parameter_with_state": 3,
-        "dill._dill._create_array": 2,
+        "torch._tensor._rebuild_from_type_v2": (3,),
+        "torch._utils._rebuild_parameter_with_state": (3,),
+        # array.__setstate__(state); array.__dict__.update(npdict)
+        "dill._dill._create_array": (2, 3),
     }
 )
 """Allowlisted helpers that set attributes on the object they build from a state argument:

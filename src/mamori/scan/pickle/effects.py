@@ -229,9 +229,9 @@ class Effects:
             if i < len(positional):
                 handled.add(i)
                 self._instantiate(positional[i], at)
-        state_at = GIVES_STATE.get(dotted)
-        if state_at is not None and state_at < len(positional):
-            self._plants(positional[state_at], at)
+        for i in GIVES_STATE.get(dotted, ()):
+            if i < len(positional):
+                self._plants(positional[i], at)
         for i, arg in enumerate(positional):
             if i not in handled:
                 self._pass(arg, at, _SHALLOW)

@@ -1,8 +1,8 @@
 """Exact class names from torch.nn and scikit-learn that are safe to instantiate and give state.
 
-Generated from the installed libraries by ``tests/scan/pickle/test_known_classes.py``
-(``MAMORI_REGEN_CLASSES=1`` rewrites this file); the test also checks that every installed
-class of these families is listed and that every listed name is still such a class. Names are
+Generated from the installed libraries (torch 2.13, scikit-learn 1.9);
+``tests/scan/pickle/test_names.py`` checks that every installed class of these families is
+listed, so a library upgrade that adds classes fails the suite until they are reviewed. Names are
 canonical (``cls.__module__ + "." + cls.__qualname__``): what a pickler writes. No prefix is
 trusted: ``sklearn.datasets._base.NamedTemporaryFile`` lives under ``sklearn.`` too.
 """
