@@ -93,14 +93,17 @@ def _classes_under(package: str, base: type) -> set[str]:
     for info in pkgutil.walk_packages(getattr(root, "__path__", []), package + "."):
         try:
             modules.append(importlib.import_module(info.name))
-        except Exception:  # noqa: BLE001, S112 - optional backends that fail to import here
+        except Exception:  # noqa: BLE001 - optional backends that fail to import here
             continue
     found = set()
     for module in modules:
         for value in vars(module).values():
-            if inspect.isclass(value) and issubclass(value, base):
-                if value.__module__ == module.__name__:
-                    found.add(f"{value.__module__}.{value.__qualname__}")
+            if (
+                inspect.isclass(value)
+                and issubclass(value, base)
+                and value.__module__ == module.__name__
+            ):
+                found.add(f"{value.__module__}.{value.__qualname__}")
     return found
 
 
@@ -120,7 +123,7 @@ def test_every_torch_nn_module_class_is_listed_exactly() -> None:
 
 def test_every_sklearn_estimator_is_listed_exactly() -> None:
     pytest.importorskip("sklearn")
-    from sklearn.utils import all_estimators  # noqa: PLC0415 - optional dependency
+    from sklearn.utils import all_estimators
 
     installed = {f"{c.__module__}.{c.__qualname__}" for _, c in all_estimators()}
     assert installed - SKLEARN_ESTIMATORS == set()

@@ -35,7 +35,7 @@ TUPLE = b"t"
 
 def sbu(text: str) -> bytes:
     raw = text.encode()
-    if len(raw) < 256:  # noqa: PLR2004 - SHORT_BINUNICODE length byte
+    if len(raw) < 256:
         return b"\x8c" + bytes([len(raw)]) + raw
     return b"X" + len(raw).to_bytes(4, "little") + raw
 
@@ -189,7 +189,7 @@ def test_numpy_core_memmap_under_its_defining_module_writes_a_file_and_is_unsafe
 def test_sklearn_named_temporary_file_is_not_trusted_by_its_prefix(attack, tmp_path):
     pytest.importorskip("sklearn")
     ntf = sg("sklearn.datasets._base", "NamedTemporaryFile")
-    # NamedTemporaryFile(mode, buffering, encoding, newline, suffix, prefix, dir, delete)
+    # Positional: mode, buffering, encoding, newline, suffix, prefix, dir and delete.
     args = (
         sbu("w"),
         b"J\xff\xff\xff\xff",

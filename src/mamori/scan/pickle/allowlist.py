@@ -442,7 +442,7 @@ GIVES_STATE: Final = MappingProxyType(
     {
         "torch._tensor._rebuild_from_type_v2": (3,),
         "torch._utils._rebuild_parameter_with_state": (3,),
-        # array.__setstate__(state); array.__dict__.update(npdict)
+        # dill: the array's __setstate__ gets arg 2 and its __dict__ is updated from arg 3.
         "dill._dill._create_array": (2, 3),
     }
 )

@@ -187,7 +187,7 @@ class Effects:
             return Call(func, args, CallKind.REDUCE, at)
         return None
 
-    def _follow(  # noqa: C901 - one branch per role a helper gives its arguments
+    def _follow(  # noqa: C901, PLR0912 - one branch per role a helper gives its arguments
         self, func: GlobalRef, args: Value, kwargs: Value, at: int, depth: int
     ) -> None:
         """What ``func`` does with its arguments, as far as the model knows."""
