@@ -22,7 +22,7 @@ from mamori.findings import Finding, Location, Severity
 
 __all__ = ["RULES", "RULESET_VERSION", "Rule", "rule"]
 
-RULESET_VERSION: Final = "2026.11.2"
+RULESET_VERSION: Final = "2026.12.1"
 
 SUPPLY_CHAIN: Final = ("AML.T0010.003", "AML.T0011.000")
 DOS: Final = ("AML.T0029",)
@@ -168,6 +168,22 @@ _TABLE: Final[tuple[Rule, ...]] = (
     _r("MAM-PKL-018", H, "Nested pickle", ("CWE-502",), SUPPLY_CHAIN,
        "Literal bytes passed to a deserialiser (pickle.loads, torch.load, ...) inside the "
        "pickle; they were analysed as a pickle of their own."),
+    _r("MAM-PKL-019", H, "Unlisted global reachable as a callable", ("CWE-502",),
+       SUPPLY_CHAIN,
+       "A global outside the allowlist is not called by REDUCE, but an opcode path can still "
+       "call it: it is an argument of a callable that may call it, a method planted on an "
+       "instance, or an item given to an object's own methods (HIGH). Passed to reviewed code "
+       "that may call its methods (iterate, hash): MEDIUM."),
+    _r("MAM-PKL-020", H, "Method planted on an instance", ("CWE-502", "CWE-915"),
+       SUPPLY_CHAIN,
+       "A BUILD state (or a helper's state argument) sets __setstate__, extend, append, add, "
+       "keys, as_subclass or __class__ on an object to a callable. The unpickler looks these "
+       "up on the instance, so the next BUILD/APPENDS/ADDITEMS on it calls the planted "
+       "callable with any argument."),
+    _r("MAM-PKL-021", M, "Implicit call on an unproven object", ("CWE-502",), SUPPLY_CHAIN,
+       "BUILD, APPENDS, SETITEMS or ADDITEMS target a persistent object, an out-of-band buffer "
+       "or an unresolvable value: the loader calls a method of an object whose class the "
+       "analyser cannot know."),
     # --- containers: zip, tar, compression, torch, numpy, joblib (owned by their modules) ----
     # torch, joblib, numpy (owned by scan/formats/torch*.py, joblib.py, numpy.py)
     _r("MAM-TORCH-001", H, "Torch storage reference without a record", ("CWE-20", "CWE-436"),

@@ -175,3 +175,42 @@ def test_full_module_names_the_user_class_as_low(fake_ctx) -> None:
 def test_torch_data_pkl_as_a_plain_pickle_reports_the_persistent_ids() -> None:
     report = scan_bytes(_torch_data_pkl(Net().state_dict()))
     assert "MAM-PKL-015" in {f.rule_id for f in report.findings}
+
+
+def _pandas_objects() -> dict[str, object]:
+    pd = pytest.importorskip("pandas")
+    return {
+        "dataframe": pd.DataFrame(
+            {
+                "i": [1, 2],
+                "s": ["x", "y"],
+                "f": [1.5, 2.5],
+                "b": [True, False],
+                "t": pd.to_datetime(["2020-01-01", "2021-01-01"]),
+                "tz": pd.date_range("2020", periods=2, tz="UTC"),
+                "c": pd.Categorical(["u", "v"]),
+                "n": pd.array([1, None], dtype="Int64"),
+                "d": pd.to_timedelta([1, 2], unit="s"),
+            }
+        ),
+        "series": pd.Series([1.0, 2.0], name="s", index=pd.Index(["a", "b"])),
+        "multiindex": pd.DataFrame(
+            {"v": [1, 2]}, index=pd.MultiIndex.from_tuples([("a", 1), ("b", 2)])
+        ),
+        "range-index": pd.RangeIndex(5),
+        "categorical": pd.Categorical(["a", "b", "a"]),
+        "timestamp": pd.Timestamp("2020-01-01", tz="UTC"),
+        "zoneinfo-index": pd.DatetimeIndex(["2020-01-01"], tz="Europe/Paris"),
+        "period-index": pd.period_range("2020", periods=2, freq="M"),
+        "interval-index": pd.interval_range(0, 3),
+        "timedelta-index": pd.timedelta_range("1 day", periods=2),
+        "nat-and-na": [pd.NaT, pd.NA],
+    }
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("name", list(_pandas_objects()))
+def test_pandas_pickles_are_safe(name: str, protocol: int) -> None:
+    report = scan_bytes(pickle.dumps(_pandas_objects()[name], protocol=protocol))
+    assert report.verdict is Verdict.SAFE, [(f.rule_id, f.message) for f in report.findings]
+    assert all(f.severity <= Severity.LOW for f in report.findings), report.findings

@@ -112,7 +112,6 @@ CRITICAL_CALLS = {
     "types_function_type": ("types", "FunctionType"),
     "types_code_type": ("types", "CodeType"),
     "sys_modules": ("sys", "exit"),
-    "functools_partial": ("functools", "partial"),
     "functools_reduce": ("functools", "reduce"),
     "operator_methodcaller": ("operator", "methodcaller"),
     "pathlib_write_text_method": ("pathlib", "Path.write_text"),

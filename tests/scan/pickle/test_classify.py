@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from mamori.findings import Severity
-from mamori.scan.pickle.allowlist import ALLOWLIST, CLASS_PREFIXES
+from mamori.scan.pickle.allowlist import ALLOWLIST, CONDITIONAL
 from mamori.scan.pickle.classify import classify, is_loader, is_stdlib, spellings
 from mamori.scan.pickle.denylist import DENYLIST
 from mamori.scan.pickle.uses import UseKind
 from mamori.scan.pickle.values import GlobalRef
 
 
-@pytest.mark.parametrize("table", [ALLOWLIST, DENYLIST, CLASS_PREFIXES])
+@pytest.mark.parametrize("table", [ALLOWLIST, DENYLIST, CONDITIONAL])
 def test_every_entry_has_a_one_line_rationale(table) -> None:
     for name, why in table.items():
         assert why.strip(), name

@@ -3,16 +3,21 @@
 Order of precedence (first match wins):
 
 1. the policy's ``denied_globals``                       -> CRITICAL (MAM-PKL-001)
-2. an exact built-in denylist entry                      -> CRITICAL (MAM-PKL-001)
-3. the policy's ``allowed_globals``, the exact allowlist -> safe
-4. a wildcard denylist entry, on any spelling or suffix  -> CRITICAL (MAM-PKL-001)
-5. a CamelCase class under an allowlisted package        -> safe
-6. a dotted qualname that walks to a dangerous attribute -> CRITICAL (MAM-PKL-001)
-7. unknown: severity by use (see :func:`classify`)
+2. a conditional callable used only as checked            -> safe (``allowlist.CONDITIONAL``)
+3. an exact built-in denylist entry                      -> CRITICAL (MAM-PKL-001)
+4. BUILD or item opcodes on the imported object itself   -> HIGH (MAM-PKL-009)
+5. the policy's ``allowed_globals``, the exact allowlist -> safe (canonical name only)
+6. a wildcard denylist entry, on any spelling or suffix  -> CRITICAL (MAM-PKL-001)
+7. a dotted qualname that walks to a dangerous attribute -> CRITICAL (MAM-PKL-001)
+8. unknown: severity by use (see :func:`classify`)
 
-Unknown callables are graded by what the loader does with them, to keep real models quiet
-(a full-module torch save names the user's own ``__main__.Net``) while a REDUCE of an
-unlisted standard-library function (gadget surface) stays HIGH.
+Unknown globals are graded by the strongest thing any opcode path can do with them (the
+model in ``MODEL.md``): called by REDUCE/OBJ/INST or by a helper that calls its argument
+(HIGH in the standard library, the gadget surface; MEDIUM elsewhere); reachable as a callable
+through an implicit call site (HIGH); passed to reviewed code (MEDIUM); a class instantiated
+and given state (MEDIUM in the standard library; LOW elsewhere: the user's own model class
+in a full-module torch save, whose code the user installed). Only a global that no opcode can
+reach is LOW as "imported but not called".
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from mamori.findings import Severity
-from mamori.scan.pickle.allowlist import ALLOWLIST, CLASS_PREFIXES
+from mamori.scan.pickle.allowlist import CONDITIONAL, is_allowlisted
 from mamori.scan.pickle.denylist import DANGEROUS_ATTRS, DENYLIST, MODULE_ALIASES
 from mamori.scan.pickle.uses import UseKind
 from mamori.scan.pickle.values import GlobalRef
@@ -96,11 +101,6 @@ def spellings(ref: GlobalRef) -> Iterator[str]:
         yield ".".join([first, *parts[i + 1 :]])
 
 
-def _normalised(ref: GlobalRef) -> str:
-    top, dot, rest = ref.module.partition(".")
-    return f"{MODULE_ALIASES.get(top, top)}{dot}{rest}.{ref.name}"
-
-
 def _deny_reason(candidates: list[str], *, exact_only: bool) -> str | None:
     for dotted in candidates:
         if dotted in _EXACT_DENY:
@@ -137,6 +137,7 @@ _is_loader_cached: Final = functools.lru_cache(maxsize=1024)(_is_loader)
 
 
 _LITERAL_LOAD_ONLY: Final = frozenset({UseKind.REFERENCED, UseKind.LOADS_LITERAL})
+_RESOLVED_ONLY: Final = frozenset({UseKind.REFERENCED, UseKind.RESOLVED})
 
 
 def classify(  # noqa: PLR0911 - one return per precedence step, in documented order
@@ -157,22 +158,23 @@ def classify(  # noqa: PLR0911 - one return per precedence step, in documented o
     if UseKind.LOADS_LITERAL in kinds and kinds <= _LITERAL_LOAD_ONLY:
         # Only ever called on literal bytes, which were scanned as a file of their own.
         return _SAFE
+    if UseKind.RESOLVED in kinds and kinds <= _RESOLVED_ONLY and dotted in CONDITIONAL:
+        # Every call had the arguments CONDITIONAL describes (checked at the call).
+        return _SAFE
     reason = _deny_reason(candidates, exact_only=True)
     if reason is not None:
         return Verdict("MAM-PKL-001", Severity.CRITICAL, reason)
     if UseKind.MUTATED in kinds:
         return Verdict(
-            "MAM-PKL-009", Severity.HIGH, "BUILD sets attributes on the imported object itself"
+            "MAM-PKL-009",
+            Severity.HIGH,
+            "BUILD or APPENDS/SETITEMS/ADDITEMS act on the imported object itself",
         )
-    normal = _normalised(ref)
-    if dotted in allowed or dotted in ALLOWLIST or normal in ALLOWLIST:
+    if dotted in allowed or is_allowlisted(dotted):
         return _SAFE
     reason = _deny_reason(candidates, exact_only=False)
     if reason is not None:
         return Verdict("MAM-PKL-001", Severity.CRITICAL, reason)
-    last = ref.name.rsplit(".", 1)[-1]
-    if last[:1].isupper() and any(dotted.startswith(p) for p in CLASS_PREFIXES):
-        return _SAFE
     if "." in ref.name and any(p in DANGEROUS_ATTRS for p in ref.name.split(".")[1:]):
         return Verdict(
             "MAM-PKL-001",
@@ -182,20 +184,33 @@ def classify(  # noqa: PLR0911 - one return per precedence step, in documented o
     return _unknown(ref, kinds)
 
 
-def _unknown(ref: GlobalRef, kinds: set[UseKind]) -> Verdict:
+def _unknown(ref: GlobalRef, kinds: set[UseKind]) -> Verdict:  # noqa: PLR0911 - one per use
     stdlib = is_stdlib(ref.module)
+    if UseKind.CALLED in kinds and stdlib:
+        return Verdict(
+            "MAM-PKL-002",
+            Severity.HIGH,
+            "standard-library callable outside the allowlist is called at load time "
+            "(gadget surface)",
+        )
+    if UseKind.REACHABLE in kinds:
+        return Verdict(
+            "MAM-PKL-019",
+            Severity.HIGH,
+            "global outside the allowlist is reachable as a callable through an implicit "
+            "call (a helper's argument, a planted method, an object's own methods)",
+        )
     if UseKind.CALLED in kinds:
-        if stdlib:
-            return Verdict(
-                "MAM-PKL-002",
-                Severity.HIGH,
-                "standard-library callable outside the allowlist is called at load time "
-                "(gadget surface)",
-            )
         return Verdict(
             "MAM-PKL-003",
             Severity.MEDIUM,
             "third-party callable outside the allowlist is called at load time",
+        )
+    if UseKind.ARGUMENT in kinds:
+        return Verdict(
+            "MAM-PKL-019",
+            Severity.MEDIUM,
+            "global outside the allowlist is passed to code that may call its methods",
         )
     if kinds & {UseKind.INSTANTIATED, UseKind.BUILT}:
         if stdlib:

@@ -9,14 +9,29 @@ from __future__ import annotations
 import re
 from typing import IO, TYPE_CHECKING, Final, cast
 
+from mamori.scan.pickle.allowlist import (
+    CALLS,
+    CONDITIONAL,
+    GIVES_STATE,
+    INSTANTIATES,
+    TYPING_FORMS,
+    WRAPS,
+    is_allowlisted,
+)
+from mamori.scan.pickle.names import canonical
 from mamori.scan.pickle.trace import Event, Trace
 from mamori.scan.pickle.uses import UseKind
 from mamori.scan.pickle.values import (
+    BufferV,
     Call,
     CallKind,
+    DictV,
+    FrozenSetV,
     GlobalRef,
+    ListV,
     Opaque,
     PersistentRef,
+    SetV,
     Value,
 )
 
@@ -25,7 +40,7 @@ if TYPE_CHECKING:
 
     from mamori.scan.pickle.reader import Window
 
-__all__ = ["Effects", "short"]
+__all__ = ["PLANTABLE", "Effects", "short"]
 
 _BUILTIN_TYPES: Final = frozenset(
     {
@@ -71,6 +86,7 @@ class Effects:
     on_build: Callable[[Value, Value, IO[bytes], int], None] | None
 
     def _global(self, module: str, name: str, at: int) -> GlobalRef:
+        module, name = canonical(module, name, self.trace.protocol)
         ref = GlobalRef(module, name)
         self.trace.use(ref, UseKind.REFERENCED, at)
         return ref
@@ -91,25 +107,28 @@ class Effects:
             )
         self.stack.append(PersistentRef(pid))
 
+    # --- call sites of the model (MODEL.md) ----------------------------------------------
+
     def _call(
         self, func: Value, args: Value, kind: CallKind, at: int, kwargs: Value = None
     ) -> Value:
+        """REDUCE, NEWOBJ, NEWOBJ_EX, OBJ and INST: the loader calls or instantiates ``func``."""
         tr = self.trace
-        if isinstance(func, GlobalRef) and _loads_torch_literal(func, args, kind, kwargs):
-            # pickle.dumps(tensor) stores the tensor as a torch.save file in literal bytes;
-            # those bytes are what torch.load will read, so they are scanned as a file of
-            # their own instead of denying the call outright.
-            tr.use(func, UseKind.LOADS_LITERAL, at)
-            tr.embedded.append((cast("bytes", cast("tuple[Value, ...]", args)[0]), at))
-            return Call(func, args, kind, at, kwargs)
         if isinstance(func, GlobalRef):
-            use = (
-                UseKind.INSTANTIATED
-                if kind in (CallKind.NEWOBJ, CallKind.NEWOBJ_EX)
-                else UseKind.CALLED
-            )
-            tr.use(func, use, at)
-            self._special_call(func, args, at)
+            if _loads_torch_literal(func, args, kind, kwargs):
+                # pickle.dumps(tensor) stores the tensor as a torch.save file in literal
+                # bytes; those bytes are what torch.load will read, so they are scanned as a
+                # file of their own instead of denying the call outright.
+                tr.use(func, UseKind.LOADS_LITERAL, at)
+                tr.embedded.append((cast("bytes", cast("tuple[Value, ...]", args)[0]), at))
+                return Call(func, args, kind, at, kwargs)
+            if kind is CallKind.REDUCE and isinstance(args, tuple):
+                resolved = self._conditional(func, args, at)
+                if resolved is not None:
+                    return resolved
+            newobj = kind in (CallKind.NEWOBJ, CallKind.NEWOBJ_EX)
+            tr.use(func, UseKind.INSTANTIATED if newobj else UseKind.CALLED, at)
+            self._follow(func, args, kwargs, at, 0)
             if (
                 func.dotted == "dill._dill._load_type"
                 and isinstance(args, tuple)
@@ -120,55 +139,196 @@ class Effects:
                 # _load_type('CodeType') is types.CodeType. Resolve it like an import.
                 module = "builtins" if args[0] in _BUILTIN_TYPES else "types"
                 return self._global(module, args[0], at)
-        elif not isinstance(func, Opaque):
+        else:
+            wrapped = _wrapped(func)
+            if wrapped is not None:
+                # Calling a functools.partial calls what it wraps.
+                self._invoke(wrapped, None, at, 1)
+            elif not isinstance(func, Opaque):
+                tr.events.append(
+                    Event(
+                        "MAM-PKL-008",
+                        f"{kind.value} calls a value computed at load time, not an imported name",
+                        at,
+                        short(func),
+                    )
+                )
+            self._reach_all(args, at, _DEEP)
+            self._reach_all(kwargs, at, _DEEP)
+        return Call(func, args, kind, at, kwargs)
+
+    def _conditional(self, func: GlobalRef, args: tuple[Value, ...], at: int) -> Value | None:
+        """Calls that are name lookups with these arguments (``allowlist.CONDITIONAL``)."""
+        dotted = func.dotted
+        if dotted not in CONDITIONAL:
+            return None
+        tr = self.trace
+        if dotted == "builtins.getattr":
+            if (
+                len(args) == 2  # noqa: PLR2004 - getattr(obj, name)
+                and isinstance(args[0], GlobalRef)
+                and isinstance(args[1], str)
+                and args[1].isidentifier()
+            ):
+                # The same object find_class returns for the dotted name (protocol 4 walks
+                # attributes exactly so); classified like one.
+                tr.use(func, UseKind.RESOLVED, at)
+                base = args[0]
+                ref = GlobalRef(base.module, f"{base.name}.{args[1]}")
+                tr.use(ref, UseKind.REFERENCED, at)
+                return ref
+        elif dotted == "builtins.type":
+            if len(args) == 1:
+                tr.use(func, UseKind.RESOLVED, at)
+                return _type_of(args[0]) or Call(func, args, CallKind.REDUCE, at)
+        elif len(args) == 2 and _is_typing(args[0], 0):  # noqa: PLR2004 - getitem(obj, key)
+            # typing.List[int]: subscription records its parameters; nothing is called.
+            tr.use(func, UseKind.RESOLVED, at)
+            return Call(func, args, CallKind.REDUCE, at)
+        return None
+
+    def _follow(  # noqa: C901, PLR0912 - one branch per role a helper gives its arguments
+        self, func: GlobalRef, args: Value, kwargs: Value, at: int, depth: int
+    ) -> None:
+        """What ``func`` does with its arguments, as far as the model knows."""
+        tr = self.trace
+        dotted = func.dotted
+        positional = args if isinstance(args, tuple) else ()
+        if any(isinstance(a, bytes) for a in positional) and self.is_loader(func):
+            tr.nested.extend((a, at) for a in positional if isinstance(a, bytes))
+        if dotted == "dill._dill._eval_repr" and not (
+            positional and isinstance(positional[0], str) and _SAFE_REPR.fullmatch(positional[0])
+        ):
+            tr.events.append(
+                Event(
+                    "MAM-PKL-001",
+                    "dill._dill._eval_repr evaluates a string that is not a range or "
+                    "singleton repr",
+                    at,
+                    short(positional[0] if positional else args),
+                )
+            )
+        if not is_allowlisted(dotted):
+            # Unknown code may call anything it is given, at any depth.
+            self._reach_all(args, at, _DEEP)
+            self._reach_all(kwargs, at, _DEEP)
+            return
+        handled: set[int] = set()
+        for spec in CALLS.get(dotted, ()):
+            if spec.func < len(positional):
+                handled.add(spec.func)
+                callargs: Value = None
+                if isinstance(spec.args, int) and spec.args < len(positional):
+                    handled.add(spec.args)
+                    callargs = positional[spec.args]
+                elif isinstance(spec.args, tuple):
+                    handled.update(spec.args)
+                    callargs = tuple(positional[i] for i in spec.args if i < len(positional))
+                self._invoke(positional[spec.func], callargs, at, depth + 1)
+        for i in INSTANTIATES.get(dotted, ()):
+            if i < len(positional):
+                handled.add(i)
+                self._instantiate(positional[i], at)
+        for i in GIVES_STATE.get(dotted, ()):
+            if i < len(positional):
+                self._plants(positional[i], at)
+        for i, arg in enumerate(positional):
+            if i not in handled:
+                self._pass(arg, at, _SHALLOW)
+        self._pass(kwargs, at, _SHALLOW)
+
+    def _invoke(self, callee: Value, callargs: Value, at: int, depth: int) -> None:
+        """A helper calls ``callee(*callargs)`` at load time: graded as a REDUCE would be."""
+        tr = self.trace
+        if isinstance(callee, GlobalRef):
+            tr.use(callee, UseKind.CALLED, at)
+            if depth <= _DEEP:
+                self._follow(callee, callargs, None, at, depth)
+            return
+        wrapped = _wrapped(callee)
+        if wrapped is not None:
+            if depth <= _DEEP:
+                self._invoke(wrapped, None, at, depth + 1)
+        elif _may_be_callable(callee) and not _made_by_reviewed_code(callee):
             tr.events.append(
                 Event(
                     "MAM-PKL-008",
-                    f"{kind.value} calls a value computed at load time, not an imported name",
+                    "a helper calls a value computed at load time, not an imported name",
                     at,
-                    short(func),
+                    short(callee),
                 )
             )
-        return Call(func, args, kind, at, kwargs)
+        self._reach_all(callargs, at, _DEEP)
 
-    def _special_call(self, func: GlobalRef, args: Value, at: int) -> None:  # noqa: C901 - one branch per special callable
-        """Callables that instantiate or unpickle one of their arguments."""
+    def _instantiate(self, cls: Value, at: int) -> None:
+        if isinstance(cls, GlobalRef):
+            self.trace.use(cls, UseKind.INSTANTIATED, at)
+        elif _may_be_callable(cls) and not isinstance(cls, Opaque):
+            self.trace.events.append(
+                Event(
+                    "MAM-PKL-008",
+                    "a helper instantiates a class computed at load time",
+                    at,
+                    short(cls),
+                )
+            )
+
+    def _reach_all(self, value: Value, at: int, depth: int) -> None:
+        """Every imported name inside ``value`` may be called by code that receives it."""
+        for ref in _refs(value, depth):
+            self.trace.use(ref, UseKind.REACHABLE, at)
+
+    def _pass(self, value: Value, at: int, depth: int) -> None:
+        """Reviewed code receives ``value``: it calls none of it, but may iterate or hash it."""
+        for ref in _refs(value, depth):
+            self.trace.use(ref, UseKind.ARGUMENT, at)
+
+    def _plants(self, state: Value, at: int) -> None:
+        """State that sets attributes: a callable under a name something looks up and calls.
+
+        BUILD without ``__setstate__`` copies a dict state into ``inst.__dict__`` and
+        ``setattr``s a slot state; most classes' own ``__setstate__`` do the same. An instance
+        attribute shadows a method of the class, so ``__setstate__`` planted by one BUILD is
+        what the next BUILD on that object calls, with any argument.
+        """
         tr = self.trace
-        if not isinstance(args, tuple) or not args:
-            return
-        dotted = func.dotted
-        if dotted in ("copyreg._reconstructor", "copy_reg._reconstructor"):
-            # _reconstructor(cls, base, state): base.__new__(cls, state) and, unless it is
-            # object's, base.__init__(obj, state). cls is instantiated, base is called.
-            if isinstance(args[0], GlobalRef):
-                tr.use(args[0], UseKind.INSTANTIATED, at)
-            if len(args) > 1 and isinstance(args[1], GlobalRef):
-                tr.use(args[1], UseKind.CALLED, at)
-        elif dotted in ("copyreg.__newobj__", "copyreg.__newobj_ex__"):
-            if isinstance(args[0], GlobalRef):
-                tr.use(args[0], UseKind.INSTANTIATED, at)
-        else:
-            if self.is_loader(func):
-                tr.nested.extend((a, at) for a in args if isinstance(a, bytes))
-            if dotted == "dill._dill._eval_repr" and not (
-                isinstance(args[0], str) and _SAFE_REPR.fullmatch(args[0])
-            ):
+        for dct in _state_dicts(state):
+            if dct.dropped:
                 tr.events.append(
                     Event(
-                        "MAM-PKL-001",
-                        "dill._dill._eval_repr evaluates a string that is not a range or "
-                        "singleton repr",
+                        "MAM-PKL-020",
+                        "state dict too large to check for planted methods",
                         at,
-                        short(args[0]),
+                        f"{len(dct.items) // 2 + dct.dropped // 2} entries",
                     )
                 )
-            # A callable passed to a callable may be called by it (torch's
-            # _rebuild_from_type_v2, dill's _create_array, functools.reduce).
-            for arg in args:
-                if isinstance(arg, GlobalRef):
-                    tr.use(arg, UseKind.CALLED, at)
+            for key, value in dct.pairs():
+                if isinstance(key, str):
+                    if key not in PLANTABLE:
+                        continue
+                elif not _may_be_callable(key):
+                    continue  # plain data never equals an attribute name; objects may
+                if not _may_be_callable(value):
+                    continue
+                what = key if isinstance(key, str) else "a computed key"
+                tr.events.append(
+                    Event(
+                        "MAM-PKL-020",
+                        f"state sets {what} on an object to a callable: the unpickler or a "
+                        "helper looks that name up on the instance and calls it",
+                        at,
+                        short(value),
+                    )
+                )
+                if isinstance(value, GlobalRef):
+                    tr.use(value, UseKind.REACHABLE, at)
 
     def _build(self, target: Value, state: Value, at: int) -> None:
+        """BUILD: ``target.__setstate__(state)``, looked up on the instance.
+
+        Without one, a dict state is copied into ``target.__dict__`` and a slot state is
+        ``setattr``-ed.
+        """
         tr = self.trace
         if isinstance(target, Call):
             self._used_as_object(target, at)
@@ -176,15 +336,161 @@ class Effects:
                 target.state.append(state)
         elif isinstance(target, GlobalRef):
             tr.use(target, UseKind.MUTATED, at)
+        elif isinstance(target, PersistentRef | Opaque | BufferV):
+            self._unproven(target, "BUILD", at)
+        self._plants(state, at)
         if self.on_build is not None:
             spliced = self.w.splice()
             self.on_build(target, state, cast("IO[bytes]", spliced), self.w.offset)
             self.w.resync(spliced)
 
+    def _items(self, target: Value, items: list[Value], opname: str, at: int) -> bool:
+        """APPENDS/APPEND/SETITEMS/SETITEM/ADDITEMS on a target that is no list, dict or set.
+
+        The loader calls ``extend``/``append``/``add`` looked up on the object (or its
+        class's ``__setitem__``). False when the target cannot take items at all.
+        """
+        tr = self.trace
+        if isinstance(target, Call):
+            self._used_as_object(target, at)
+            if len(target.items) < 64:  # noqa: PLR2004 - bounded
+                target.items.extend(items[:64])
+        elif isinstance(target, GlobalRef):
+            tr.use(target, UseKind.MUTATED, at)
+        elif isinstance(target, PersistentRef | Opaque | BufferV):
+            self._unproven(target, opname, at)
+        else:
+            return False
+        for item in items:
+            self._reach_all(item, at, _SHALLOW)
+        return True
+
+    def _unproven(self, target: Value, opname: str, at: int) -> None:
+        self.trace.events.append(
+            Event(
+                "MAM-PKL-021",
+                f"{opname} calls a method of an object the analyser cannot prove is data "
+                "(a persistent object, an out-of-band buffer or an unresolvable value)",
+                at,
+                short(target),
+            )
+        )
+
     def _used_as_object(self, target: Call, at: int) -> None:
         func = target.func
         if isinstance(func, GlobalRef):
             self.trace.use(func, UseKind.BUILT, at)
+
+
+PLANTABLE: Final = frozenset(
+    {
+        "__setstate__",  # BUILD, torch/dill rebuild helpers
+        "extend",  # APPENDS on a non-list
+        "append",  # APPEND, and APPENDS when there is no extend
+        "add",  # ADDITEMS on a non-set
+        "keys",  # dict(obj), OrderedDict(obj) and update(obj) call obj.keys()
+        "as_subclass",  # torch._tensor._rebuild_from_type_v2 calls ret.as_subclass
+        "__class__",  # slot state setattr swaps the class whose methods run next
+    }
+)
+"""Attribute names the unpickler or an allowlisted helper looks up on an instance and calls."""
+
+_DEEP: Final = 4
+_SHALLOW: Final = 2
+_MAX_REFS: Final = 256
+
+
+def _may_be_callable(value: Value) -> bool:
+    return isinstance(value, GlobalRef | Call | PersistentRef | Opaque)
+
+
+def _refs(value: Value, depth: int) -> list[GlobalRef]:
+    """Imported names inside ``value`` (containers followed ``depth`` levels, bounded)."""
+    found: list[GlobalRef] = []
+    todo: list[tuple[Value, int]] = [(value, 0)]
+    budget = _MAX_REFS
+    while todo and budget > 0:
+        item, level = todo.pop()
+        budget -= 1
+        if isinstance(item, GlobalRef):
+            found.append(item)
+        elif level < depth:
+            if isinstance(item, tuple):
+                todo.extend((v, level + 1) for v in item[:_MAX_REFS])
+            elif isinstance(item, ListV | DictV | SetV | FrozenSetV):
+                todo.extend((v, level + 1) for v in item.items[:_MAX_REFS])
+    return found
+
+
+def _made_by_reviewed_code(value: Value) -> bool:
+    """An object an allowlisted class or helper built: calling it runs reviewed code."""
+    if isinstance(value, Opaque):
+        return True  # reported where it was made
+    return (
+        isinstance(value, Call)
+        and isinstance(value.func, GlobalRef)
+        and value.func.dotted not in CONDITIONAL
+        and is_allowlisted(value.func.dotted)
+    )
+
+
+def _state_dicts(state: Value) -> list[DictV]:
+    if isinstance(state, DictV):
+        return [state]
+    if isinstance(state, tuple):
+        return [s for s in state[:2] if isinstance(s, DictV)]
+    return []
+
+
+def _wrapped(value: Value) -> Value | None:
+    """What calling ``value`` calls, when it is a partial of something."""
+    if not isinstance(value, Call) or not isinstance(value.func, GlobalRef):
+        return None
+    position = WRAPS.get(value.func.dotted)
+    if position is None:
+        return None
+    # partial.__setstate__((func, args, kwds, dict)) replaces the wrapped callable.
+    for state in reversed(value.state):
+        if isinstance(state, tuple) and state:
+            return state[0]
+    args = value.args
+    if isinstance(args, tuple) and position < len(args):
+        return args[position]
+    return Opaque("partial without a callable")
+
+
+def _is_typing(value: Value, depth: int) -> bool:
+    if isinstance(value, GlobalRef):
+        return value.dotted in TYPING_FORMS
+    return (
+        depth < _DEEP
+        and isinstance(value, Call)
+        and isinstance(value.func, GlobalRef)
+        and value.func.dotted == "_operator.getitem"
+        and isinstance(value.args, tuple)
+        and bool(value.args)
+        and _is_typing(value.args[0], depth + 1)
+    )
+
+
+_TYPE_OF: Final = {
+    type(None): GlobalRef("builtins", "NoneType"),
+    bool: GlobalRef("builtins", "bool"),
+    int: GlobalRef("builtins", "int"),
+    float: GlobalRef("builtins", "float"),
+    str: GlobalRef("builtins", "str"),
+    bytes: GlobalRef("builtins", "bytes"),
+    tuple: GlobalRef("builtins", "tuple"),
+    ListV: GlobalRef("builtins", "list"),
+    DictV: GlobalRef("builtins", "dict"),
+    SetV: GlobalRef("builtins", "set"),
+    FrozenSetV: GlobalRef("builtins", "frozenset"),
+}
+
+
+def _type_of(value: Value) -> GlobalRef | None:
+    """``type(value)`` for plain data; None when the analyser does not know the class."""
+    return _TYPE_OF.get(type(value))
 
 
 _EVIDENCE: Final = 120

@@ -27,7 +27,6 @@ from mamori.scan.pickle.values import (
     BigData,
     BufferV,
     ByteArrayV,
-    Call,
     CallKind,
     Container,
     DictV,
@@ -367,14 +366,9 @@ class Machine(Effects, TextArgs):
         target = st[-1]
         if isinstance(target, kind):
             target.extend(items)
-        elif isinstance(target, Call):
-            # APPENDS/SETITEMS on an object call its own extend/append/__setitem__/add.
-            self._used_as_object(target, at)
-            if len(target.items) < 64:
-                target.items.extend(items)
-        else:
+        elif not self._items(target, items, opname, at):
+            # Plain data without the method the loader looks up: it raises here.
             msg = f"{opname} on a {type(target).__name__}"
-
             raise self._bad(msg, at)
 
     def _rare(self, op: int, at: int) -> None:  # noqa: C901, PLR0912, PLR0915 - dispatch
