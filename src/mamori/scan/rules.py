@@ -22,7 +22,7 @@ from mamori.findings import Finding, Location, Severity
 
 __all__ = ["RULES", "RULESET_VERSION", "Rule", "rule"]
 
-RULESET_VERSION: Final = "2026.11.2"
+RULESET_VERSION: Final = "2026.12.0"
 
 SUPPLY_CHAIN: Final = ("AML.T0010.003", "AML.T0011.000")
 DOS: Final = ("AML.T0029",)
@@ -337,6 +337,13 @@ _TABLE: Final[tuple[Rule, ...]] = (
     _r("MAM-JSON-003", L, "Duplicate JSON key", ("CWE-436",), (),
        "A key appears twice in one object; Python keeps the last value, other parsers the "
        "first, so the scanner and a loader may read different settings."),
+    _r("MAM-YAML-001", M, "YAML document not analysed", ("CWE-20",), SUPPLY_CHAIN,
+       "A file that starts like a YAML config does not compose, is not UTF-8 or is too large; "
+       "the templates and tags in it were not checked."),
+    _r("MAM-YAML-002", C, "Python object tag in YAML", ("CWE-502", "CWE-94"), SUPPLY_CHAIN,
+       "A !!python/... tag (object/apply, object/new, name, module) makes yaml.load with "
+       "PyYAML's Loader/UnsafeLoader (FullLoader before 5.4, CVE-2020-14343) import and call "
+       "Python while loading the config."),
     # keras v3, keras hdf5 (owned by scan/formats/keras.py, hdf5.py, _internal/keras_config.py)
     _r("MAM-KERAS-001", C, "Keras Lambda layer embeds Python code", ("CWE-94", "CWE-502"),
        SUPPLY_CHAIN,
