@@ -330,3 +330,14 @@ def test_asking_whether_a_renderer_function_is_defined_is_allowed():
     assert (
         check_template("{% if strftime_now is defined %}{{ strftime_now('%Y') }}{% endif %}") == []
     )
+
+
+def test_an_underscore_variable_the_template_binds_itself_is_allowed():
+    template = (
+        "{% set _args = messages[0].arguments %}{% for k, v in _args.items() %}{{ k }}{% endfor %}"
+    )
+    assert check_template(template) == []
+
+
+def test_an_underscore_name_the_renderer_would_provide_is_flagged():
+    assert check_template("{{ _secret }}")

