@@ -341,3 +341,28 @@ def test_an_underscore_variable_the_template_binds_itself_is_allowed():
 
 def test_an_underscore_name_the_renderer_would_provide_is_flagged():
     assert check_template("{{ _secret }}")
+
+
+def test_a_computed_key_whose_result_passes_through_a_filter_and_is_read_is_medium():
+    template = "{% for k in messages[0] %}{{ (messages[0][k]|default(0)).x }}{% endfor %}"
+    assert _worst(template)[TemplateIssueKind.COMPUTED_KEY] is Severity.MEDIUM
+
+
+def test_a_computed_key_whose_result_is_turned_into_text_is_not_flagged():
+    template = "{% for k in messages[0] %}{{ messages[0][k]|tojson }}{% endfor %}"
+    assert check_template(template) == []
+
+
+def test_a_defaulted_index_is_not_mistaken_for_a_built_name():
+    template = "{% set ns = namespace(i=0) %}{{ messages[ns.i|default(0)] }}"
+    assert check_template(template) == []
+
+
+def test_a_private_namespace_field_assignment_is_flagged():
+    template = "{% set ns = namespace() %}{% set ns._hidden = 1 %}"
+    assert _worst(template)[TemplateIssueKind.PRIVATE_ACCESS] is Severity.HIGH
+
+
+def test_a_namespace_field_named_like_a_process_primitive_is_the_templates_own_data():
+    template = "{% set ns = namespace(system='') %}{% set ns.system = 'x' %}{{ ns.system }}"
+    assert check_template(template) == []

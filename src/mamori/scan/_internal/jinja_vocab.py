@@ -24,6 +24,7 @@ __all__ = [
     "METHOD_NAMES",
     "NUMERIC_FILTERS",
     "STRING_BUILDERS",
+    "TERMINAL_FILTERS",
 ]
 
 # Variables a chat-template renderer passes (transformers apply_chat_template, llama.cpp,
@@ -113,7 +114,15 @@ STRING_BUILDERS: Final = frozenset(
     {"join", "format", "string", "replace", "reverse", "lower", "upper", "list", "first",
      "last", "trim", "title", "capitalize", "center", "indent", "truncate", "wordwrap",
      "urlencode", "e", "escape", "forceescape", "safe", "striptags", "tojson", "pprint",
-     "default", "d", "batch", "slice", "random", "min", "max", "sort", "unique"}
+     "batch", "slice", "random", "min", "max", "sort", "unique"}
+)  # fmt: skip
+
+# Filters whose result is text or a number: nothing of the input object survives them.
+TERMINAL_FILTERS: Final = frozenset(
+    {"string", "tojson", "length", "count", "trim", "upper", "lower", "title", "capitalize",
+     "int", "float", "abs", "round", "e", "escape", "forceescape", "safe", "striptags",
+     "wordcount", "truncate", "center", "indent", "wordwrap", "urlencode", "pprint",
+     "filesizeformat", "urlize", "xmlattr"}
 )  # fmt: skip
 
 # Filters whose result is a number: their output is a safe index.

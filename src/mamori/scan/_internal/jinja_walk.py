@@ -125,10 +125,10 @@ class _Bindings:
 
     def _note_use(self, node: nodes.Node) -> None:
         if isinstance(node, nodes.Getattr | nodes.Getitem | nodes.Call | nodes.Filter):
+            # A filter passes its input on (default, first, map, ...) unless it turns it into
+            # text or a number, after which nothing of the object is left to reach.
             if node.node is not None and (
-                not isinstance(node, nodes.Filter)
-                or node.name in vocab.ATTRIBUTE_FILTERS
-                or node.name in {"select", "reject"}
+                not isinstance(node, nodes.Filter) or node.name not in vocab.TERMINAL_FILTERS
             ):
                 self.used.add(id(node.node))
             if isinstance(node, nodes.Call):
@@ -278,6 +278,8 @@ class _Walker:
             self._name(node)
         elif isinstance(node, nodes.Keyword) and node.key.startswith("_"):
             self._attribute(node.key, node)
+        elif isinstance(node, nodes.NSRef) and node.attr.startswith("_"):
+            self._attribute(node.attr, node)  # {% set ns.__x = ... %}
         elif isinstance(node, nodes.Import | nodes.FromImport | nodes.Include | nodes.Extends):
             self._add(
                 TemplateIssueKind.TEMPLATE_LOADING,
@@ -291,6 +293,8 @@ class _Walker:
 
     def _read(self, obj: nodes.Node, key: str, node: nodes.Node) -> None:
         """A read of ``obj.key`` / ``obj['key']`` with a literal key."""
+        if key in self.bindings.fields and not key.startswith("_"):
+            return  # a field of a namespace the template made ({% set ns.system = ... %})
         if self._attribute(key, node):
             return
         if isinstance(obj, nodes.Name) and obj.name in vocab.CALLABLE_GLOBALS:

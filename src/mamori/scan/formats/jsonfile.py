@@ -26,7 +26,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Final
 
-from mamori.findings import FileFormat, Severity
+from mamori.findings import FileFormat
 from mamori.scan._internal.source import Source
 from mamori.scan.formats.interface import FormatHandler, Probe, ScanContext
 
@@ -140,7 +140,6 @@ class JsonHandler(FormatHandler):
             ctx.report(
                 "MAM-JSON-002",
                 f"JSON document larger than {limit} bytes; its content was not checked",
-                severity=Severity.MEDIUM,
             )
             return
         shadowed: list[tuple[str, object]] = []
@@ -149,7 +148,7 @@ class JsonHandler(FormatHandler):
         except _DocumentError as exc:
             # It starts like JSON, so a loader may try it; what a lenient reader makes of it
             # is unknown (fail closed).
-            ctx.report("MAM-JSON-002", str(exc), severity=Severity.MEDIUM)
+            ctx.report("MAM-JSON-002", str(exc))
             return
         for key, _ in shadowed[:_MAX_REPORTED_DUPLICATES]:
             ctx.report(
@@ -201,7 +200,6 @@ def _check_strings(
             ctx.report(
                 "MAM-JSON-002",
                 f"JSON document holds more than {_MAX_VALUES} values; the rest was not checked",
-                severity=Severity.MEDIUM,
             )
             return None
         if isinstance(value, str):
