@@ -351,11 +351,20 @@ _TABLE: Final[tuple[Rule, ...]] = (
        SUPPLY_CHAIN,
        "config.json maps model classes to Python files in the repository; loading it with "
        "trust_remote_code imports and runs that code."),
-    _r("MAM-JSON-002", L, "JSON document not analysed", ("CWE-20",), (),
-       "A file that starts like JSON is not valid UTF-8 JSON, or is too large to check."),
+    _r("MAM-JSON-002", M, "JSON document not analysed", ("CWE-20",), SUPPLY_CHAIN,
+       "A file that starts like a JSON object or array is not valid JSON (nor JSON Lines) in "
+       "the encoding its first bytes declare, or is too large to check; what a lenient reader "
+       "makes of it was not checked."),
     _r("MAM-JSON-003", L, "Duplicate JSON key", ("CWE-436",), (),
        "A key appears twice in one object; Python keeps the last value, other parsers the "
        "first, so the scanner and a loader may read different settings."),
+    _r("MAM-YAML-001", M, "YAML document not analysed", ("CWE-20",), SUPPLY_CHAIN,
+       "A file that starts like a YAML config does not compose, is not UTF-8 or is too large; "
+       "the templates and tags in it were not checked."),
+    _r("MAM-YAML-002", C, "Python object tag in YAML", ("CWE-502", "CWE-94"), SUPPLY_CHAIN,
+       "A !!python/... tag (object/apply, object/new, name, module) makes yaml.load with "
+       "PyYAML's Loader/UnsafeLoader (FullLoader before 5.4, CVE-2020-14343) import and call "
+       "Python while loading the config."),
     # keras v3, keras hdf5 (owned by scan/formats/keras.py, hdf5.py, _internal/keras_config.py)
     _r("MAM-KERAS-001", C, "Keras Lambda layer embeds Python code", ("CWE-94", "CWE-502"),
        SUPPLY_CHAIN,
@@ -472,9 +481,12 @@ _TABLE: Final[tuple[Rule, ...]] = (
     # Jinja2 chat templates, in GGUF and tokenizer configs (owned by _internal/jinja_check.py)
     _r("MAM-TPL-001", C, "Template injection pattern in chat template",
        ("CWE-1336", "CWE-94"), (*SUPPLY_CHAIN, "AML.T0051"),
-       "A chat template uses dunder attributes, gadget globals or import-like statements "
-       "known from Jinja2 sandbox escapes (CVE-2024-34359); an unsandboxed render executes "
-       "code. Severity depends on the pattern."),
+       "A Jinja template (GGUF metadata, a config value, a template file) uses what Jinja2 "
+       "sandbox escapes need (CVE-2024-34359): dunder or private names, gadget globals, "
+       "import-like statements, keys built from strings or computed at render time, calls "
+       "outside the str/dict/list methods chat templates use, attributes of global functions, "
+       "reads of unknown renderer objects. An unsandboxed render executes code. Severity "
+       "depends on the pattern."),
     _r("MAM-TPL-002", H, "Chat template cannot be analysed", ("CWE-1336", "CWE-20"),
        SUPPLY_CHAIN,
        "A chat template does not parse as Jinja2 or is too large; what a renderer would do "

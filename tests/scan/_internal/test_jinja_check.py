@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -206,3 +208,161 @@ def test_subscript_with_a_joined_key_is_flagged():
 
 def test_plain_computed_index_is_not_flagged():
     assert check_template("{{ messages[loop.index0 - 1]['role'] }}") == []
+
+
+# --- the conservative model: vocabulary, computed keys, calls (issue 11) --------------------
+
+_ASSETS = Path(__file__).parents[2] / "assets" / "chat_templates"
+_REAL_TEMPLATES = sorted(_ASSETS.glob("*.jinja"))
+
+
+def test_the_real_template_set_is_not_empty():
+    assert len(_REAL_TEMPLATES) >= 20
+
+
+@pytest.mark.parametrize("path", _REAL_TEMPLATES, ids=lambda p: p.stem)
+def test_every_reviewed_real_world_chat_template_has_no_issue_at_all(path):
+    assert check_template(path.read_text(encoding="utf-8")) == []
+
+
+def _worst(template: str) -> dict[TemplateIssueKind, Severity]:
+    found: dict[TemplateIssueKind, Severity] = {}
+    for issue in check_template(template):
+        found[issue.kind] = max(issue.severity, found.get(issue.kind, Severity.INFO))
+    return found
+
+
+def test_names_built_from_variables_cve_2024_34359_pattern_is_high():
+    # No dunder appears anywhere in the source: '_' * 2 builds it at render time.
+    template = (
+        "{% set u = '_' * 2 %}{% set c = u ~ 'class' ~ u %}{% set m = u ~ 'mro' ~ u %}"
+        "{{ namespace[c][m] }}"
+    )
+    kinds = _worst(template)
+    assert kinds[TemplateIssueKind.DYNAMIC_ATTRIBUTE] >= Severity.HIGH
+    assert kinds[TemplateIssueKind.GLOBAL_MISUSE] >= Severity.HIGH
+
+
+def test_a_subscript_keyed_by_a_joined_variable_is_high():
+    template = "{% set k = ['_', '_', 'init', '_', '_']|join %}{{ messages[k] }}"
+    assert _worst(template)[TemplateIssueKind.DYNAMIC_ATTRIBUTE] is Severity.HIGH
+
+
+def test_a_data_key_whose_result_is_read_further_is_medium():
+    template = "{% for k in messages[0] %}{{ messages[0][k].x }}{% endfor %}"
+    assert _worst(template)[TemplateIssueKind.COMPUTED_KEY] is Severity.MEDIUM
+
+
+def test_a_data_key_whose_result_is_only_printed_is_not_flagged():
+    template = "{% set m = {'a': 'b'} %}{% for t in messages %}{{ m[t.type] }}{% endfor %}"
+    assert check_template(template) == []
+
+
+def test_arithmetic_on_loop_indices_is_a_safe_index():
+    template = (
+        "{% set ns = namespace(i=0) %}{% for m in messages %}{% set ns.i = loop.index0 + 1 %}"
+        "{{ messages[ns.i - 1].content }}{% endfor %}"
+    )
+    assert check_template(template) == []
+
+
+def test_a_field_outside_the_vocabulary_of_an_unknown_global_is_medium():
+    assert _worst("{{ settings.SECRET_KEY }}")[TemplateIssueKind.UNVETTED_READ] is Severity.MEDIUM
+
+
+def test_a_field_outside_the_vocabulary_of_conversation_data_is_allowed():
+    # Public literal reads on dicts/lists/strings reach only data and bound methods.
+    assert check_template("{% for m in messages %}{{ m.class }}{{ m.meta.tag }}{% endfor %}") == []
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ '{0.__class__}'.format(messages) }}",
+        "{{ messages[0].content.format(x) }}",
+        "{{ messages.pop() }}",
+    ],
+)
+def test_calls_of_methods_outside_the_vocabulary_are_high(template):
+    assert _worst(template)[TemplateIssueKind.UNVETTED_CALL] >= Severity.HIGH
+
+
+def test_calling_a_computed_value_is_high():
+    assert _worst("{{ (messages|first)() }}")[TemplateIssueKind.UNVETTED_CALL] is Severity.HIGH
+
+
+def test_calling_an_unknown_global_is_medium():
+    assert _worst("{{ chr(95) }}")[TemplateIssueKind.UNVETTED_CALL] is Severity.MEDIUM
+
+
+def test_a_global_function_passed_around_is_high():
+    assert _worst("{% set f = namespace %}{{ f }}")[TemplateIssueKind.GLOBAL_MISUSE] is (
+        Severity.HIGH
+    )
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ messages|map('attr', '__class__')|list }}",
+        "{{ messages|selectattr('__class__')|list }}",
+        "{{ messages|map(attribute='content.__class__')|list }}",
+        "{{ messages|sort(attribute='_private')|list }}",
+    ],
+)
+def test_attribute_names_given_to_filters_are_checked_like_attributes(template):
+    assert max(i.severity for i in check_template(template)) >= Severity.HIGH
+
+
+def test_a_filter_named_at_render_time_is_high():
+    template = "{% set f = 'at' ~ 'tr' %}{{ messages|map(f, 'x')|list }}"
+    assert _worst(template)[TemplateIssueKind.DYNAMIC_ATTRIBUTE] is Severity.HIGH
+
+
+def test_a_repeated_string_is_folded_before_the_dunder_check():
+    assert (
+        _worst("{{ messages[('_' * 2) ~ 'class' ~ ('_' * 2)] }}")[TemplateIssueKind.DUNDER_ACCESS]
+        is Severity.CRITICAL
+    )
+
+
+def test_asking_whether_a_renderer_function_is_defined_is_allowed():
+    assert (
+        check_template("{% if strftime_now is defined %}{{ strftime_now('%Y') }}{% endif %}") == []
+    )
+
+
+def test_an_underscore_variable_the_template_binds_itself_is_allowed():
+    template = (
+        "{% set _args = messages[0].arguments %}{% for k, v in _args.items() %}{{ k }}{% endfor %}"
+    )
+    assert check_template(template) == []
+
+
+def test_an_underscore_name_the_renderer_would_provide_is_flagged():
+    assert check_template("{{ _secret }}")
+
+
+def test_a_computed_key_whose_result_passes_through_a_filter_and_is_read_is_medium():
+    template = "{% for k in messages[0] %}{{ (messages[0][k]|default(0)).x }}{% endfor %}"
+    assert _worst(template)[TemplateIssueKind.COMPUTED_KEY] is Severity.MEDIUM
+
+
+def test_a_computed_key_whose_result_is_turned_into_text_is_not_flagged():
+    template = "{% for k in messages[0] %}{{ messages[0][k]|tojson }}{% endfor %}"
+    assert check_template(template) == []
+
+
+def test_a_defaulted_index_is_not_mistaken_for_a_built_name():
+    template = "{% set ns = namespace(i=0) %}{{ messages[ns.i|default(0)] }}"
+    assert check_template(template) == []
+
+
+def test_a_private_namespace_field_assignment_is_flagged():
+    template = "{% set ns = namespace() %}{% set ns._hidden = 1 %}"
+    assert _worst(template)[TemplateIssueKind.PRIVATE_ACCESS] is Severity.HIGH
+
+
+def test_a_namespace_field_named_like_a_process_primitive_is_the_templates_own_data():
+    template = "{% set ns = namespace(system='') %}{% set ns.system = 'x' %}{{ ns.system }}"
+    assert check_template(template) == []

@@ -336,3 +336,59 @@ def test_the_walker_accepts_any_json_value(value):
 def test_strict_json_raises_only_its_own_error(raw):
     with contextlib.suppress(KerasConfigError):
         load_json_strict(raw)
+
+
+# --- Keras by content outside the happy path (issue 11) -------------------------------------
+
+_LAMBDA = {
+    "module": "keras.layers",
+    "class_name": "Lambda",
+    "config": {
+        "name": "l",
+        "function": {
+            "class_name": "__lambda__",
+            "config": {"code": base64.b64encode(b"\xe3" + b"\0" * 40).decode(), "defaults": None},
+        },
+    },
+    "registered_name": None,
+}
+
+
+def _only_config_zip(config: object) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("config.json", json.dumps(config))
+    return buf.getvalue()
+
+
+def test_a_zip_holding_only_config_json_is_a_keras_archive():
+    # keras.saving.load_model rebuilds the model from config.json before it looks for weights.
+    report = scan_bytes(_only_config_zip(_sequential(_LAMBDA)), "model.keras")
+    assert report.format is FileFormat.KERAS_V3
+    assert "MAM-KERAS-001" in _rules(report)
+    assert report.verdict is Verdict.UNSAFE
+
+
+def test_a_zip_holding_config_json_and_foreign_files_stays_a_plain_zip():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("config.json", json.dumps({"model_type": "bert"}))
+        z.writestr("README.md", "hello")
+    assert scan_bytes(buf.getvalue(), "repo.zip").format is FileFormat.ZIP
+
+
+def test_a_keras_model_folder_gets_the_keras_checks(tmp_path: Path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(_sequential(_LAMBDA), indent=2))
+    report = scan_path(folder)
+    assert "MAM-KERAS-001" in _rules(report)
+    assert report.verdict is Verdict.UNSAFE
+
+
+def test_a_benign_keras_model_folder_is_safe(tmp_path: Path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    dense = {"module": "keras.layers", "class_name": "Dense", "config": {"units": 2}}
+    (folder / "config.json").write_text(json.dumps(_sequential(dense), indent=2))
+    assert scan_path(folder).verdict is Verdict.SAFE

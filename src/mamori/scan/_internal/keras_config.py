@@ -39,6 +39,7 @@ __all__ = [
     "KerasIssue",
     "check_keras_config",
     "load_json_strict",
+    "report_keras_config",
     "report_keras_json",
 ]
 
@@ -493,14 +494,36 @@ def report_keras_json(
     location = Location((*ctx.member_path, *member))
     try:
         config = load_json_strict(data)
-        issues = check_keras_config(config, ignores_safe_mode=ignores_safe_mode)
     except KerasConfigError as exc:
         ctx.emit(rule("MAM-KERAS-005").finding(f"{what} refused: {exc}", location=location))
         return None
+    report_keras_config(config, ctx, member=member, ignores_safe_mode=ignores_safe_mode, what=what)
+    return config
+
+
+def report_keras_config(
+    config: object,
+    ctx: ScanContext,
+    *,
+    member: tuple[str, ...] = (),
+    ignores_safe_mode: bool = False,
+    what: str = "Keras config",
+) -> None:
+    """Walk an already parsed Keras config and emit a finding per issue.
+
+    Used for JSON that is a Keras architecture by content wherever it sits (a model folder's
+    ``config.json``, a ``.keras`` zip holding only ``config.json``): ``keras.saving.load_model``
+    rebuilds ``{"class_name": ..., "config": ...}`` objects at any depth of such a document.
+    """
+    location = Location((*ctx.member_path, *member))
+    try:
+        issues = check_keras_config(config, ignores_safe_mode=ignores_safe_mode)
+    except KerasConfigError as exc:
+        ctx.emit(rule("MAM-KERAS-005").finding(f"{what} refused: {exc}", location=location))
+        return
     for issue in issues:
         ctx.emit(
             rule(issue.rule_id).finding(
                 issue.message, location=location, evidence=issue.evidence, severity=issue.severity
             )
         )
-    return config

@@ -27,6 +27,8 @@ from mamori.scan.formats import zip as zip_format
 from mamori.scan.formats.interface import FormatHandler
 from mamori.scan.formats.jsonfile import JsonHandler
 from mamori.scan.formats.pickle import PickleHandler
+from mamori.scan.formats.template import TemplateHandler
+from mamori.scan.formats.yamlfile import YamlHandler
 
 __all__ = ["HANDLERS"]
 
@@ -61,5 +63,8 @@ HANDLERS: tuple[FormatHandler, ...] = (
     hdf5.KerasH5Handler(),
     savedmodel.SavedModelHandler(),
     nemo.NemoHandler(),
+    # --- configs and templates (json, yaml, jinja) ---
     JsonHandler(),
+    YamlHandler(),
+    TemplateHandler(),
 )

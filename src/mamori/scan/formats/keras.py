@@ -49,12 +49,18 @@ class KerasV3Handler(FormatHandler):
     needs_random_access: ClassVar[bool] = True
 
     def sniff(self, probe: Probe) -> bool:
-        """A zip with ``config.json`` beside ``metadata.json`` or a Keras weights member."""
+        """A zip with ``config.json``, and either Keras' other members or nothing else."""
         names = zip_names_from_probe(probe)
         if not names:
             return False
         present = set(names)
-        return CONFIG in present and (METADATA in present or bool(present & _WEIGHTS))
+        if CONFIG not in present:
+            return False
+        if METADATA in present or present & _WEIGHTS:
+            return True
+        # saving_lib._load_model_from_fileobj needs config.json and nothing else: the model is
+        # rebuilt (Lambda code included) before the missing weights raise.
+        return all(_expected_name(name) for name in present)
 
     def scan(self, source: Source, ctx: ScanContext) -> None:
         """Check the config and metadata, report foreign members, scan every member."""
@@ -85,9 +91,13 @@ class KerasV3Handler(FormatHandler):
 
 
 def _expected(entry: ZipEntry) -> bool:
-    if entry.name in KERAS_MEMBERS:
+    return _expected_name(entry.name)
+
+
+def _expected_name(name: str) -> bool:
+    if name in KERAS_MEMBERS:
         return True
-    return entry.name.startswith(_ASSETS_PREFIX) or entry.name.rstrip("/") == "assets"
+    return name.startswith(_ASSETS_PREFIX) or name.rstrip("/") == "assets"
 
 
 def _read_member(directory: ZipDirectory, entry: ZipEntry, ctx: ScanContext) -> bytes | None:
