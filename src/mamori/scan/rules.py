@@ -242,6 +242,11 @@ _TABLE: Final[tuple[Rule, ...]] = (
     _r("MAM-JOBLIB-004", M, "Data after the joblib pickle", ("CWE-436",), SUPPLY_CHAIN,
        "Bytes follow the pickle joblib.load reads; joblib ignores them, so they can only carry "
        "hidden content. They were analysed as further pickles."),
+    _r("MAM-JOBLIB-005", H, "Possible joblib array wrapper not followed", ("CWE-436",),
+       SUPPLY_CHAIN,
+       "BUILD applies state to an object that joblib's isinstance check may take for an array "
+       "wrapper (its construction involves a wrapper class in a way the scanner does not "
+       "mirror); joblib.load would skip raw bytes after it that the scanner read as opcodes."),
     _r("MAM-NPY-001", H, "Malformed .npy header", ("CWE-20",), SUPPLY_CHAIN,
        "The .npy magic, version, header length or header dictionary (descr, fortran_order, "
        "shape) is not what numpy writes, so the array cannot be sized."),
