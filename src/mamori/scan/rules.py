@@ -22,7 +22,7 @@ from mamori.findings import Finding, Location, Severity
 
 __all__ = ["RULES", "RULESET_VERSION", "Rule", "rule"]
 
-RULESET_VERSION: Final = "2026.11.2"
+RULESET_VERSION: Final = "2026.12.1"
 
 SUPPLY_CHAIN: Final = ("AML.T0010.003", "AML.T0011.000")
 DOS: Final = ("AML.T0029",)
@@ -85,8 +85,11 @@ _TABLE: Final[tuple[Rule, ...]] = (
        "describe the bytes analysed."),
     _r("MAM-GEN-003", N, "Unknown format inside a model container", ("CWE-20",), (),
        "A member was not recognised as any format mamori understands; it was hashed only."),
-    _r("MAM-GEN-004", M, "Unrecognised top-level file", ("CWE-20",), SUPPLY_CHAIN,
-       "A file with a model-like extension whose bytes match no known format."),
+    _r("MAM-GEN-004", M, "Unrecognised file under a loader's name", ("CWE-20",), SUPPLY_CHAIN,
+       "A file or member whose name a model loader opens (.bin, .data, .npy, .pt, .pkl, "
+       ".zip, ..., or a binary file without extension in a model folder) but whose bytes "
+       "match no known format: a loader reads it some way the scanner does not. LOW only for "
+       "raw data beside the ONNX or OpenVINO model that declares it."),
     _r("MAM-GEN-005", H, "Ambiguous format (polyglot)", ("CWE-436",), SUPPLY_CHAIN,
        "The bytes are valid as two different formats; loaders may disagree with the scanner."),
     _r("MAM-GEN-006", H, "Symbolic link leaves the scanned tree", ("CWE-59",), SUPPLY_CHAIN,
