@@ -69,7 +69,7 @@ _MODEL_EXTENSIONS: dict[str, frozenset[FileFormat]] = {
     ".hdf5": frozenset({FileFormat.KERAS_H5, FileFormat.HDF5}),
     ".nemo": frozenset({FileFormat.NEMO, FileFormat.GZIP, FileFormat.TAR}),
     ".msgpack": frozenset({FileFormat.FLAX_MSGPACK}),
-    ".pb": frozenset({FileFormat.TF_SAVEDMODEL}),
+    ".pb": frozenset({FileFormat.TF_SAVEDMODEL, FileFormat.ONNX_TENSOR}),
 }
 
 
@@ -77,11 +77,14 @@ _MODEL_EXTENSIONS: dict[str, frozenset[FileFormat]] = {
 # * under a name a loader opens (model extensions, pickle-loader names, archives, .data),
 #   unrecognised bytes are MEDIUM, so the verdict is UNSAFE: a loader handed such a file
 #   reads it some way mamori does not (torch.load and numpy.load fall back to pickle.load);
-# * a file without extension inside a model folder or archive is MEDIUM too, unless it is
-#   text (README, LICENSE: a pickle loader accepts text only as a protocol 0 pickle, which
-#   detection recognises by content);
-# * except raw tensor data beside the model that declares it: a .bin/.data/extensionless
-#   file next to an .onnx model (external data) or an OpenVINO <stem>.xml stays LOW;
+# * a binary file without extension in a scanned model folder is MEDIUM too (not text, not
+#   under a dot-folder such as .git): a pickle loader accepts text only as a protocol 0
+#   pickle, which detection recognises by content. Inside archives such members stay INFO
+#   (tarballs of extensionless data files, such as zoneinfo, are common and not models);
+# * LOW only for raw tensor data beside the model that declares it (a .bin/.data or
+#   extensionless file next to an .onnx model, or an OpenVINO <stem>.xml), and for *.model,
+#   the name of sentencepiece and xgboost binaries mamori does not parse (gensim's pickled
+#   *.model files are recognised by content);
 # * anything else (.txt, .md, .py, images, .gitattributes) is hashed quietly.
 _LOADER_EXTENSIONS: Final = frozenset(
     {
@@ -104,6 +107,7 @@ _LOADER_EXTENSIONS: Final = frozenset(
     }
 )
 _RAW_DATA_EXTENSIONS: Final = frozenset({".bin", ".data", ""})
+_UNPARSED_MODEL_EXTENSIONS: Final = frozenset({".model"})
 _TEXT_CONTROL: Final = frozenset(b"\t\n\r\f\x1b")
 _UTF8_TAIL: Final = 3
 
@@ -437,18 +441,20 @@ class Scan:
         """Grade bytes no handler recognises by the name a loader would open them under."""
         name = probe.name.rsplit("/", 1)[-1]
         ext = Path(name).suffix.lower()
-        in_folder = depth > 0 or self.file_depth > 0
+        in_folder = depth == self.file_depth > 0 and not any(
+            part.startswith(".") for part in probe.name.split("/")
+        )
+        severity = Severity.MEDIUM
         if ext in _LOADER_EXTENSIONS:
             why = f"named *{ext}, which model loaders open"
-        elif (
-            not ext and in_folder and not name.startswith(".") and not _looks_like_text(probe.head)
-        ):
-            why = "binary file without extension inside a model folder or archive"
+            if ext in _UNPARSED_MODEL_EXTENSIONS:
+                severity = Severity.LOW
+        elif not ext and in_folder and not _looks_like_text(probe.head):
+            why = "binary file without extension in a model folder"
         else:
             if depth > self.file_depth:
                 self.emit("MAM-GEN-003", "member format not recognised; hashed only", member_path)
             return
-        severity = Severity.MEDIUM
         if ext in _RAW_DATA_EXTENSIONS and _declared_raw_data(source):
             why += ", beside the model that declares it as raw tensor data"
             severity = Severity.LOW
