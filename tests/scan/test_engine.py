@@ -297,3 +297,18 @@ def test_binary_file_without_extension_in_a_folder_is_unsafe_but_text_is_quiet(h
         ("MAM-GEN-004", ("weights",))
     ]
     assert report.verdict is Verdict.UNSAFE
+
+
+def test_text_under_a_loader_name_is_noted_but_not_unsafe(handlers):
+    # site-packages' *.pth path files; Git LFS pointers named pytorch_model.bin
+    for name, text in (("distutils-precedence.pth", b"import os; x = 1\n"), ("m.bin", b"v 1\n")):
+        report = scan_bytes(text, name)
+        (finding,) = report.findings
+        assert (finding.rule_id, finding.severity) == ("MAM-GEN-004", Severity.LOW), name
+        assert report.verdict is Verdict.SAFE, name
+
+
+def test_unparsed_sentencepiece_model_files_are_noted_but_not_unsafe(handlers):
+    report = scan_bytes(b"\n\x0e\n\x05<unk>\x15\x00\x00\x00\x00\x18\x02", "tokenizer.model")
+    (finding,) = report.findings
+    assert (finding.rule_id, finding.severity) == ("MAM-GEN-004", Severity.LOW)

@@ -81,7 +81,10 @@ _MODEL_EXTENSIONS: dict[str, frozenset[FileFormat]] = {
 #   under a dot-folder such as .git): a pickle loader accepts text only as a protocol 0
 #   pickle, which detection recognises by content. Inside archives such members stay INFO
 #   (tarballs of extensionless data files, such as zoneinfo, are common and not models);
-# * LOW only for raw tensor data beside the model that declares it (a .bin/.data or
+# * LOW for text under such a name (site-packages' *.pth path files, Git LFS pointers):
+#   torch.load and numpy.load read it with pickle, which accepts text only as a protocol 0
+#   pickle; detection claims any text that reaches STOP or imports a well-formed global;
+# * LOW for raw tensor data beside the model that declares it (a .bin/.data or
 #   extensionless file next to an .onnx model, or an OpenVINO <stem>.xml), and for *.model,
 #   the name of sentencepiece and xgboost binaries mamori does not parse (gensim's pickled
 #   *.model files are recognised by content);
@@ -448,6 +451,10 @@ class Scan:
         if ext in _LOADER_EXTENSIONS:
             why = f"named *{ext}, which model loaders open"
             if ext in _UNPARSED_MODEL_EXTENSIONS:
+                severity = Severity.LOW
+            elif _looks_like_text(probe.head):
+                # Python's own *.pth path files, Git LFS pointers: text no loader runs.
+                why = f"text named *{ext}; not a pickle a loader would run"
                 severity = Severity.LOW
         elif not ext and in_folder and not _looks_like_text(probe.head):
             why = "binary file without extension in a model folder"

@@ -49,6 +49,7 @@ HANDLERS: tuple[FormatHandler, ...] = (
     compressed.XzHandler(),
     compressed.LzmaHandler(),
     compressed.ZlibHandler(),
+    compressed.JoblibZfileHandler(),
     compressed.ZstdHandler(),
     compressed.Lz4Handler(),
     sevenzip.SevenZipHandler(),
