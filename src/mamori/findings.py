@@ -87,6 +87,7 @@ class FileFormat(enum.StrEnum):
     HDF5 = "hdf5"
     TF_SAVEDMODEL = "tf-savedmodel"
     ONNX = "onnx"
+    ONNX_TENSOR = "onnx-tensor"
     SAFETENSORS = "safetensors"
     GGUF = "gguf"
     NEMO = "nemo"

@@ -269,8 +269,46 @@ def test_a_file_that_changes_during_the_scan_is_reported(handlers, tmp_path: Pat
     assert "MAM-GEN-002" in {f.rule_id for f in report.findings}
 
 
-def test_unknown_bytes_named_like_raw_weights_are_noted_but_not_unsafe(handlers):
-    report = scan_bytes(b"\x00\x01raw float32 weights", "weights.bin")
+def test_unknown_bytes_under_a_name_loaders_open_make_the_verdict_unsafe(handlers):
+    for name in ("weights.bin", "x.data", "m.npy", "m.pt", "archive.zip", "m.safetensors"):
+        report = scan_bytes(b"\x00\x01raw float32 weights", name)
+        (finding,) = report.findings
+        assert (finding.rule_id, finding.severity) == ("MAM-GEN-004", Severity.MEDIUM), name
+        assert report.verdict is Verdict.UNSAFE, name
+
+
+def test_raw_data_beside_the_onnx_model_that_declares_it_stays_safe(handlers, tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"ONNX")
+    (tmp_path / "model.onnx.data").write_bytes(b"\x00\x01raw float32 weights")
+    report = scan_path(tmp_path / "model.onnx.data")
     (finding,) = report.findings
     assert (finding.rule_id, finding.severity) == ("MAM-GEN-004", Severity.LOW)
     assert report.verdict is Verdict.SAFE
+
+
+def test_binary_file_without_extension_in_a_folder_is_unsafe_but_text_is_quiet(handlers, tmp_path):
+    (tmp_path / "LICENSE").write_text("MIT License\n\nCopyright (c) 2026\n")
+    (tmp_path / "README.md").write_bytes(b"\x00\x01 not even text")
+    (tmp_path / ".gitattributes").write_text("*.bin filter=lfs\n")
+    assert scan_path(tmp_path).verdict is Verdict.SAFE
+    (tmp_path / "weights").write_bytes(b"\x00\x01raw float32 weights")
+    report = scan_path(tmp_path)
+    assert [(f.rule_id, f.location.member) for f in report.findings] == [
+        ("MAM-GEN-004", ("weights",))
+    ]
+    assert report.verdict is Verdict.UNSAFE
+
+
+def test_text_under_a_loader_name_is_noted_but_not_unsafe(handlers):
+    # site-packages' *.pth path files; Git LFS pointers named pytorch_model.bin
+    for name, text in (("distutils-precedence.pth", b"import os; x = 1\n"), ("m.bin", b"v 1\n")):
+        report = scan_bytes(text, name)
+        (finding,) = report.findings
+        assert (finding.rule_id, finding.severity) == ("MAM-GEN-004", Severity.LOW), name
+        assert report.verdict is Verdict.SAFE, name
+
+
+def test_unparsed_sentencepiece_model_files_are_noted_but_not_unsafe(handlers):
+    report = scan_bytes(b"\n\x0e\n\x05<unk>\x15\x00\x00\x00\x00\x18\x02", "tokenizer.model")
+    (finding,) = report.findings
+    assert (finding.rule_id, finding.severity) == ("MAM-GEN-004", Severity.LOW)

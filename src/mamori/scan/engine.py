@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Final
 
 from mamori.findings import (
     FileFormat,
@@ -31,7 +31,7 @@ from mamori.findings import (
     Severity,
 )
 from mamori.scan._internal.digest import CHUNK, Digests, MultiHasher, digest_source
-from mamori.scan._internal.source import BytesSource, Source
+from mamori.scan._internal.source import BytesSource, FileRegion, Source
 from mamori.scan._internal.streams import (
     DescriptorSource,
     OneShotTee,
@@ -48,13 +48,8 @@ from mamori.scan.signatures import SignatureScanner
 
 __all__ = ["Scan", "detect"]
 
-# Extensions users expect to be models. Only used to decide how loud an unrecognised file is
-# and to report an extension that lies about the content; never to choose a parser.
-# Extensions whose loaders run code from content (unpickling; TF graph ops) and whose content
-# sniffing is heuristic: bytes we cannot read under these names fail closed.
-_FAIL_CLOSED_EXTENSIONS = frozenset(
-    {".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".joblib", ".dill", ".pb"}
-)
+# Extensions users expect to be models. Used to report an extension that lies about the
+# content and to decide how loud unrecognised bytes are (below); never to choose a parser.
 _MODEL_EXTENSIONS: dict[str, frozenset[FileFormat]] = {
     ".pkl": frozenset({FileFormat.PICKLE}),
     ".pickle": frozenset({FileFormat.PICKLE}),
@@ -74,8 +69,63 @@ _MODEL_EXTENSIONS: dict[str, frozenset[FileFormat]] = {
     ".hdf5": frozenset({FileFormat.KERAS_H5, FileFormat.HDF5}),
     ".nemo": frozenset({FileFormat.NEMO, FileFormat.GZIP, FileFormat.TAR}),
     ".msgpack": frozenset({FileFormat.FLAX_MSGPACK}),
-    ".pb": frozenset({FileFormat.TF_SAVEDMODEL}),
+    ".pb": frozenset({FileFormat.TF_SAVEDMODEL, FileFormat.ONNX_TENSOR}),
 }
+
+
+# Fail closed by verdict, the rule for bytes no handler recognises (see _unrecognised):
+# * under a name a loader opens (model extensions, pickle-loader names, archives, .data),
+#   unrecognised bytes are MEDIUM, so the verdict is UNSAFE: a loader handed such a file
+#   reads it some way mamori does not (torch.load and numpy.load fall back to pickle.load);
+# * a binary file without extension in a scanned model folder is MEDIUM too (not text, not
+#   under a dot-folder such as .git): a pickle loader accepts text only as a protocol 0
+#   pickle, which detection recognises by content. Inside archives such members stay INFO
+#   (tarballs of extensionless data files, such as zoneinfo, are common and not models);
+# * LOW for text under such a name (site-packages' *.pth path files, Git LFS pointers):
+#   torch.load and numpy.load read it with pickle, which accepts text only as a protocol 0
+#   pickle; detection claims any text that reaches STOP or imports a well-formed global;
+# * LOW for raw tensor data beside the model that declares it (a .bin/.data or
+#   extensionless file next to an .onnx model, or an OpenVINO <stem>.xml), and for *.model,
+#   the name of sentencepiece and xgboost binaries mamori does not parse (gensim's pickled
+#   *.model files are recognised by content);
+# * anything else (.txt, .md, .py, images, .gitattributes) is hashed quietly.
+_LOADER_EXTENSIONS: Final = frozenset(
+    {
+        *_MODEL_EXTENSIONS,
+        ".data",
+        ".dill",
+        ".pkl.gz",
+        ".tflite",
+        ".mar",
+        ".zip",
+        ".tar",
+        ".tgz",
+        ".gz",
+        ".bz2",
+        ".xz",
+        ".lzma",
+        ".zst",
+        ".lz4",
+        ".7z",
+    }
+)
+_RAW_DATA_EXTENSIONS: Final = frozenset({".bin", ".data", ""})
+_UNPARSED_MODEL_EXTENSIONS: Final = frozenset({".model"})
+_TEXT_CONTROL: Final = frozenset(b"\t\n\r\f\x1b")
+_UTF8_TAIL: Final = 3
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """UTF-8 without NUL or other control bytes (a probe may cut the last character)."""
+    if any(b < 0x20 and b not in _TEXT_CONTROL for b in head):  # noqa: PLR2004 - C0 controls
+        return False
+    for cut in range(_UTF8_TAIL + 1):
+        try:
+            head[: len(head) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return True
+    return False
 
 
 def detect(probe: Probe, handlers: Sequence[FormatHandler] | None = None) -> list[FormatHandler]:
@@ -350,7 +400,7 @@ class Scan:
         if self.signatures is not None:
             self.findings.extend(self.signatures.check(source, member_path))
         if not matches:
-            self._unrecognised(probe, member_path, depth)
+            self._unrecognised(probe, source, member_path, depth)
             return FileFormat.UNKNOWN
         if len(matches) > 1:
             names = ", ".join(h.format.value for h in matches)
@@ -388,21 +438,40 @@ class Scan:
             self._check_extension(probe, formats, member_path)
         return fmt
 
-    def _unrecognised(self, probe: Probe, member_path: tuple[str, ...], depth: int) -> None:
-        ext = Path(probe.name).suffix.lower()
-        if depth == self.file_depth and ext in _MODEL_EXTENSIONS:
-            # Elsewhere (.bin, .onnx, ...) unknown bytes are usually raw weights (ONNX
-            # external data, OpenVINO): note them, don't alarm.
-            severity = Severity.MEDIUM if ext in _FAIL_CLOSED_EXTENSIONS else Severity.LOW
-            self.findings.append(
-                rule("MAM-GEN-004").finding(
-                    f"file named *{ext} matches no known model format",
-                    location=Location(member_path),
-                    severity=severity,
-                )
+    def _unrecognised(
+        self, probe: Probe, source: Source, member_path: tuple[str, ...], depth: int
+    ) -> None:
+        """Grade bytes no handler recognises by the name a loader would open them under."""
+        name = probe.name.rsplit("/", 1)[-1]
+        ext = Path(name).suffix.lower()
+        in_folder = depth == self.file_depth > 0 and not any(
+            part.startswith(".") for part in probe.name.split("/")
+        )
+        severity = Severity.MEDIUM
+        if ext in _LOADER_EXTENSIONS:
+            why = f"named *{ext}, which model loaders open"
+            if ext in _UNPARSED_MODEL_EXTENSIONS:
+                severity = Severity.LOW
+            elif _looks_like_text(probe.head):
+                # Python's own *.pth path files, Git LFS pointers: text no loader runs.
+                why = f"text named *{ext}; not a pickle a loader would run"
+                severity = Severity.LOW
+        elif not ext and in_folder and not _looks_like_text(probe.head):
+            why = "binary file without extension in a model folder"
+        else:
+            if depth > self.file_depth:
+                self.emit("MAM-GEN-003", "member format not recognised; hashed only", member_path)
+            return
+        if ext in _RAW_DATA_EXTENSIONS and _declared_raw_data(source):
+            why += ", beside the model that declares it as raw tensor data"
+            severity = Severity.LOW
+        self.findings.append(
+            rule("MAM-GEN-004").finding(
+                f"bytes match no known format ({why})",
+                location=Location(member_path),
+                severity=severity,
             )
-        elif depth > self.file_depth:
-            self.emit("MAM-GEN-003", "member format not recognised; hashed only", member_path)
+        )
 
     def _check_extension(
         self, probe: Probe, formats: list[FileFormat], member_path: tuple[str, ...]
@@ -460,6 +529,25 @@ class Scan:
                 )
             )
         return top, tuple(members)
+
+
+def _declared_raw_data(source: Source) -> bool:
+    """Whether a file on disk sits beside an ONNX model or its own OpenVINO ``.xml``.
+
+    Both keep weights as raw bytes in separate files (ONNX external data, OpenVINO IR
+    ``<stem>.bin``); the ONNX handler checks that external data stays inside the folder.
+    """
+    if not isinstance(source, FileRegion) or source.offset != 0:
+        return False
+    path = Path(source.path)
+    try:
+        if path.stat().st_size != source.size:
+            return False
+        if path.with_suffix(".xml").is_file():
+            return True
+        return any(p.suffix.lower() == ".onnx" for p in path.parent.iterdir() if p.is_file())
+    except OSError:
+        return False
 
 
 def _name(member_path: tuple[str, ...]) -> str:

@@ -85,8 +85,11 @@ _TABLE: Final[tuple[Rule, ...]] = (
        "describe the bytes analysed."),
     _r("MAM-GEN-003", N, "Unknown format inside a model container", ("CWE-20",), (),
        "A member was not recognised as any format mamori understands; it was hashed only."),
-    _r("MAM-GEN-004", M, "Unrecognised top-level file", ("CWE-20",), SUPPLY_CHAIN,
-       "A file with a model-like extension whose bytes match no known format."),
+    _r("MAM-GEN-004", M, "Unrecognised file under a loader's name", ("CWE-20",), SUPPLY_CHAIN,
+       "A file or member whose name a model loader opens (.bin, .data, .npy, .pt, .pkl, "
+       ".zip, ..., or a binary file without extension in a model folder) but whose bytes "
+       "match no known format: a loader reads it some way the scanner does not. LOW only for "
+       "raw data beside the ONNX or OpenVINO model that declares it."),
     _r("MAM-GEN-005", H, "Ambiguous format (polyglot)", ("CWE-436",), SUPPLY_CHAIN,
        "The bytes are valid as two different formats; loaders may disagree with the scanner."),
     _r("MAM-GEN-006", H, "Symbolic link leaves the scanned tree", ("CWE-59",), SUPPLY_CHAIN,
@@ -261,6 +264,11 @@ _TABLE: Final[tuple[Rule, ...]] = (
     _r("MAM-JOBLIB-004", M, "Data after the joblib pickle", ("CWE-436",), SUPPLY_CHAIN,
        "Bytes follow the pickle joblib.load reads; joblib ignores them, so they can only carry "
        "hidden content. They were analysed as further pickles."),
+    _r("MAM-JOBLIB-005", H, "Possible joblib array wrapper not followed", ("CWE-436",),
+       SUPPLY_CHAIN,
+       "BUILD applies state to an object that joblib's isinstance check may take for an array "
+       "wrapper (its construction involves a wrapper class in a way the scanner does not "
+       "mirror); joblib.load would skip raw bytes after it that the scanner read as opcodes."),
     _r("MAM-NPY-001", H, "Malformed .npy header", ("CWE-20",), SUPPLY_CHAIN,
        "The .npy magic, version, header length or header dictionary (descr, fortran_order, "
        "shape) is not what numpy writes, so the array cannot be sized."),

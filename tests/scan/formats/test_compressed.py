@@ -155,3 +155,31 @@ def test_a_truncated_lz4_frame_is_reported():
     lz4_frame = pytest.importorskip("lz4.frame")
     data = lz4_frame.compress(PAYLOAD * 10)
     assert "MAM-ARC-009" in rules(scan_bytes(data[: len(data) // 2], "x"))
+
+
+def _zfile(data: bytes, *, space: bool = False) -> bytes:
+    """joblib < 0.10's write_zfile: ``ZF`` + hex length padded to 19 bytes + zlib."""
+    return (
+        b"ZF" + hex(len(data)).encode().ljust(19) + (b" " if space else b"") + zlib.compress(data)
+    )
+
+
+@pytest.mark.parametrize("space", [False, True])
+def test_a_legacy_joblib_zfile_is_inflated_and_its_pickle_scanned(space):
+    class _Payload:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    import pickle
+
+    report = scan_bytes(_zfile(pickle.dumps(_Payload(), protocol=2), space=space), "m.pkl")
+    assert report.format is FileFormat.ZLIB
+    assert "MAM-PKL-001" in rules(report)
+
+
+def test_a_legacy_joblib_zfile_of_plain_data_is_safe():
+    import pickle
+
+    report = scan_bytes(_zfile(pickle.dumps({"a": [1, 2]}, protocol=2)), "m.gz")
+    assert report.format is FileFormat.ZLIB
+    assert report.findings == ()

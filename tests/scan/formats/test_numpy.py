@@ -264,3 +264,23 @@ def test_any_header_text_is_parsed_or_rejected_cleanly(text):
     except NpyHeaderError:
         return
     assert header.data_offset == len(data)
+
+
+def test_a_python_2_header_with_long_integers_is_read_as_numpy_reads_it():
+    # numpy retries version 1/2 headers without the "L" suffix Python 2 wrote on longs.
+    text = "{'descr': '<f8', 'fortran_order': False, 'shape': (2L,), }"
+    data = _header(text.ljust(70) + "\n") + b"\x00" * 16
+    report = scan_bytes(data, "win64python2.npy")
+    assert report.format is FileFormat.NUMPY
+    assert report.verdict is Verdict.SAFE, report.findings
+
+
+def test_long_integer_suffixes_are_not_accepted_in_a_version_3_header():
+    text = "{'descr': '<f8', 'fortran_order': False, 'shape': (2L,), }"
+    assert "MAM-NPY-001" in _rules(scan_bytes(_header(text, (3, 0)) + b"\x00" * 16, "a.npy"))
+
+
+def test_a_newline_after_an_object_array_pickle_is_not_hidden_data():
+    data = _npy(np.array([1, "a"], dtype=object), allow_pickle=True)
+    assert "MAM-NPY-002" not in _rules(scan_bytes(data + b"\n", "a.npy"))
+    assert "MAM-NPY-002" in _rules(scan_bytes(data + b"\nX", "a.npy"))

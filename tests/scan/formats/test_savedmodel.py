@@ -335,3 +335,18 @@ def test_every_op_risk_maps_to_a_catalogue_rule():
 
     assert set(_RULE) == set(OpRisk)
     assert all(rule_id in RULES for rule_id in _RULE.values())
+
+
+def test_a_savedmodel_without_schema_version_is_recognised_and_a_const_graph_is_safe():
+    # proto3 leaves the default schema version (0) out: the file starts with its MetaGraphDef.
+    tensor = _int(1, 1) + _len(4, b"\x00\x00\x80\x3f")  # DT_FLOAT, tensor_content
+    graph = _len(1, _node("c", "Const", attrs=_attr("value", _len(8, tensor))))
+    data = _len(2, _len(2, graph))
+    report = _scan(data)
+    assert report.format is FileFormat.TF_SAVEDMODEL
+    assert report.verdict is Verdict.SAFE, report.findings
+
+
+def test_a_savedmodel_without_schema_version_still_reports_risky_ops():
+    graph = _len(1, _node("p", "PyFunc"))
+    assert "MAM-TF-001" in _rules(_scan(_len(2, _len(2, graph))))

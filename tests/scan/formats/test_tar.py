@@ -142,3 +142,17 @@ def test_mutated_tars_never_crash_the_scanner(flips):
         data[pos % len(data)] = value
     report = scan_bytes(bytes(data), "a.tar")
     assert not any("tar parser failed" in f.message for f in report.findings)
+
+
+def test_a_hardlink_to_an_earlier_member_of_the_same_archive_is_benign():
+    # dateutil's zoneinfo tarball links zone aliases to the zone stored before them.
+    data = make_tar(
+        (entry("Zone/A"), b"TZif data"), (entry("Zone/B", tarfile.LNKTYPE, "Zone/A"), b"")
+    )
+    report = scan_bytes(data, "zones.tar")
+    assert not {"MAM-ARC-003", "MAM-ARC-004"} & rules(report)
+
+
+def test_a_hardlink_to_a_name_not_stored_before_it_is_reported():
+    data = make_tar((entry("Zone/B", tarfile.LNKTYPE, "Zone/A"), b""), (entry("Zone/A"), b"x"))
+    assert "MAM-ARC-004" in rules(scan_bytes(data, "zones.tar"))

@@ -528,3 +528,48 @@ def test_load_from_bytes_on_bytes_computed_at_load_time_stays_critical():
     assert any(
         f.rule_id == "MAM-PKL-001" and "_load_from_bytes" in f.message for f in report.findings
     )
+
+
+@pytest.mark.parametrize("stem_length", [20, 21, 22, 40])
+def test_a_torch_save_is_a_torch_zip_whatever_the_length_of_its_stem(tmp_path, stem_length):
+    # The ZIP64 end record torch writes once shifted the directory by 76 bytes, exactly one
+    # record with a 21-character folder name: the archive then read as a plain zip.
+    path = tmp_path / ("m" * stem_length + ".pt")
+    torch.save({"w": torch.zeros(3)}, path)
+    report = scan_path(path)
+    assert report.format is FileFormat.TORCH_ZIP
+    assert report.verdict is Verdict.SAFE, report.findings
+
+
+def test_a_torch_archive_whose_names_lie_outside_the_probe_is_still_read_as_torch(tmp_path):
+    src = tmp_path / "many.pt"
+    torch.save([torch.zeros(1) for _ in range(1500)], src)
+    members = _zip_members(src)
+    prefix = next(iter(members)).split("/")[0]
+    pkl = f"{prefix}/data.pkl"
+    # data.pkl last: the head probe sees only storages, the directory is larger than the tail
+    # probe, so only the full member list shows the torch layout (torch reads any order).
+    reordered = {k: v for k, v in members.items() if k != pkl} | {pkl: members[pkl]}
+    report = scan_path(_write_zip(tmp_path / "reordered.pt", reordered))
+    assert report.format is FileFormat.TORCH_ZIP
+    assert report.verdict is Verdict.SAFE, report.findings
+
+
+def test_records_are_looked_up_case_insensitively_like_torch(tmp_path):
+    src = tmp_path / "m.pt"
+    torch.save({"w": 1}, src)
+    members = _zip_members(src)
+    renamed = {k.replace("data.pkl", "DATA.PKL"): v for k, v in members.items()}
+    report = scan_path(_write_zip(tmp_path / "upper.pt", renamed))
+    assert report.format is FileFormat.TORCH_ZIP
+    assert report.verdict is Verdict.SAFE, report.findings
+
+
+def test_every_copy_of_a_record_differing_only_by_case_is_analysed(tmp_path):
+    src = tmp_path / "m.pt"
+    torch.save({"w": 1}, src)
+    members = _zip_members(src)
+    prefix = next(iter(members)).split("/")[0]
+    members[f"{prefix}/Data.pkl"] = pickle.dumps(_Payload(), protocol=2)
+    report = scan_path(_write_zip(tmp_path / "dup.pt", members))
+    assert {"MAM-ZIP-003", "MAM-PKL-001"} <= _rules(report)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import io
+import posixpath
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -149,6 +150,7 @@ def iter_tar_members(source: Source, ctx: ScanContext) -> Iterator[TarMember]:
         stream.close()
         ctx.report("MAM-ARC-009", f"tar header cannot be parsed: {exc}", offset=0)
         return
+    earlier_files: set[str] = set()
     try:
         while True:
             ctx.check_deadline()
@@ -162,9 +164,11 @@ def iter_tar_members(source: Source, ctx: ScanContext) -> Iterator[TarMember]:
             count += 1
             if count > limits.max_members:
                 raise LimitExceeded("MAM-LIM-003", f"more than {limits.max_members} members")
-            member = _describe(info, source, size, ctx)
+            member = _describe(info, source, size, ctx, earlier_files)
             end = max(end, info.offset_data + info.size)
             if member is not None:
+                if member.kind is MemberKind.FILE:
+                    earlier_files.add(posixpath.normpath(member.name))
                 yield member
         _check_trailer(source, tf.offset, size, ctx)
     finally:
@@ -173,13 +177,18 @@ def iter_tar_members(source: Source, ctx: ScanContext) -> Iterator[TarMember]:
 
 
 def _describe(
-    info: tarfile.TarInfo, source: Source, size: int, ctx: ScanContext
+    info: tarfile.TarInfo, source: Source, size: int, ctx: ScanContext, earlier_files: set[str]
 ) -> TarMember | None:
     name = info.name
     where = info.offset
     check_member_name(name, ctx, offset=where, name_rule="MAM-ARC-011")
     kind = _kind(info)
-    if kind in {MemberKind.SYMLINK, MemberKind.HARDLINK}:
+    # A hard link to a regular file stored earlier in the same archive is a copy of content
+    # that was scanned as that member: tarfile extracts it from that member (it looks the
+    # target up among the members before the link, names normalised), as dateutil's zoneinfo
+    # tarball does for zone aliases. Any other link is reported.
+    internal = kind is MemberKind.HARDLINK and posixpath.normpath(info.linkname) in earlier_files
+    if kind in {MemberKind.SYMLINK, MemberKind.HARDLINK} and not internal:
         hard = kind is MemberKind.HARDLINK
         escapes = link_target_escapes(name, info.linkname, hard=hard)
         ctx.report(

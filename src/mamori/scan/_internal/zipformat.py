@@ -220,16 +220,22 @@ def _names_from_tail(probe: Probe) -> list[str] | None:
     pos = tail.rfind(EOCD_SIG)
     if pos < 0 or pos + EOCD.size > len(tail):
         return None
-    _, _, _, _, n_total, cd_size, _, _ = EOCD.unpack_from(tail, pos)
-    end = pos
-    if n_total == U16 or cd_size == U32:
-        z64 = pos - Z64_LOCATOR.size - Z64_EOCD.size
+    _, _, _, _, n_total, cd_size, cd_offset, _ = EOCD.unpack_from(tail, pos)
+    locator = pos - Z64_LOCATOR.size
+    if locator >= 0 and tail[locator : locator + 4] == Z64_LOCATOR_SIG:
+        # A ZIP64 end record sits between the directory and the classic end record whether
+        # or not the classic fields are saturated (torch always writes one); its fields win.
+        z64 = locator - Z64_EOCD.size
         if z64 < 0 or tail[z64 : z64 + 4] != Z64_EOCD_SIG:
             return None
-        n_total, cd_size = Z64_EOCD.unpack_from(tail, z64)[7:9]
-        end = z64
-    cd_start = end - cd_size
-    if cd_start < 0:
+        n_total, cd_size, cd_offset = Z64_EOCD.unpack_from(tail, z64)[7:10]
+    elif n_total == U16 or U32 in {cd_size, cd_offset}:
+        return None
+    # Directory position from its declared offset (relative to the tail), never from the end
+    # record's position: prepended bytes make the two disagree, and then the head walk decides.
+    cd_start = cd_offset - (size - len(tail))
+    end = cd_start + cd_size
+    if cd_start < 0 or end > len(tail):
         return None
     names: list[str] = []
     cur = cd_start

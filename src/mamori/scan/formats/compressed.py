@@ -11,6 +11,7 @@ from __future__ import annotations
 import bz2
 import io
 import lzma
+import re
 import struct
 import zlib
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import ClassVar, Final
 
 from mamori.findings import FileFormat
 from mamori.scan._internal.source import CHUNK, Source, StreamSource
+from mamori.scan._internal.zipformat import region_of
 from mamori.scan._internal.zipstream import (
     Decoder,
     LimitedDecompressor,
@@ -31,6 +33,7 @@ from mamori.scan.formats.interface import FormatHandler, Probe, ScanContext
 __all__ = [
     "Bzip2Handler",
     "GzipHandler",
+    "JoblibZfileHandler",
     "Lz4Handler",
     "LzmaHandler",
     "XzHandler",
@@ -187,6 +190,37 @@ class ZlibHandler(_StreamHandler):
     def decoder(self) -> Callable[[], Decoder]:
         """Zlib with its two-byte header and Adler-32 trailer."""
         return zlib_decoder(zlib.MAX_WBITS)
+
+
+_ZFILE_PREFIX: Final = b"ZF"
+_ZFILE_LENGTH: Final = 19  # len(hex(2**64)): joblib's _MAX_LEN
+_ZFILE_HEADER: Final = re.compile(rb"ZF0x[0-9a-fA-F]{1,17} *")
+
+
+class JoblibZfileHandler(ZlibHandler):
+    """joblib < 0.10 compressed dumps: ``ZF``, a hex length padded to 19 bytes, then zlib.
+
+    ``joblib.numpy_pickle_compat.read_zfile`` skips the 21-byte header and one optional space,
+    then inflates the rest; ``joblib.load`` still reads such files. The inflated pickle (and
+    its legacy array wrappers) is scanned by content like any other stream.
+    """
+
+    def sniff(self, probe: Probe) -> bool:
+        """The prefix, a hex length padded as joblib pads it, then a zlib stream."""
+        header = probe.head[: len(_ZFILE_PREFIX) + _ZFILE_LENGTH]
+        if len(header) < len(_ZFILE_PREFIX) + _ZFILE_LENGTH or not _ZFILE_HEADER.fullmatch(header):
+            return False
+        rest = probe.head[len(header) :]
+        rest = rest.removeprefix(b" ")
+        return super().sniff(Probe(rest, probe.tail, None, probe.name))
+
+    def scan(self, source: Source, ctx: ScanContext) -> None:
+        """Inflate what follows the header, as ``read_zfile`` does."""
+        with source.open() as stream:
+            stream.seek(len(_ZFILE_PREFIX) + _ZFILE_LENGTH)
+            skip = 1 if stream.read(1) == b" " else 0
+        start = len(_ZFILE_PREFIX) + _ZFILE_LENGTH + skip
+        super().scan(region_of(source, start, (source.size or 0) - start), ctx)
 
 
 class ZstdHandler(_StreamHandler):

@@ -38,7 +38,7 @@ from mamori.scan.pickle import (
     analyse_one,
     analyse_stream,
 )
-from mamori.scan.pickle.values import to_literal
+from mamori.scan.pickle.values import Container, to_literal
 
 __all__ = ["WRAPPER_DOTTED", "JoblibHandler", "JoblibHooks", "scan_joblib"]
 
@@ -52,6 +52,23 @@ _LEGACY_WRAPPERS: Final = frozenset(
         GlobalRef("joblib.numpy_pickle_compat", "ZNDArrayWrapper"),
     }
 )
+_ALL_WRAPPERS: Final = _LEGACY_WRAPPERS | {_WRAPPER}
+# Helpers that return ``cls.__new__(cls, ...)`` for the class given as first argument: what
+# protocol 0/1 and 2+ picklers emit for objects (copyreg) and ``object.__new__`` itself.
+# Python 2 spellings are what the unpickler's fix_imports maps to these.
+_CONSTRUCTORS: Final = frozenset(
+    {
+        GlobalRef("copyreg", "_reconstructor"),
+        GlobalRef("copy_reg", "_reconstructor"),
+        GlobalRef("copyreg", "__newobj__"),
+        GlobalRef("copyreg", "__newobj_ex__"),
+        GlobalRef("builtins", "object.__new__"),
+        GlobalRef("__builtin__", "object.__new__"),
+    }
+)
+_AMBIGUOUS: Final = "ambiguous"
+_MENTION_DEPTH: Final = 6
+_MENTION_WIDTH: Final = 64
 _DTYPE: Final = frozenset(
     {GlobalRef("numpy", "dtype"), GlobalRef("numpy.core.multiarray", "dtype")}
 )
@@ -134,9 +151,19 @@ class JoblibHooks(PickleHooks):
 
     def on_build(self, target: Value, state: Value, stream: IO[bytes], offset: int) -> None:
         """Skip or analyse the inline array data that follows a wrapper's BUILD."""
-        if not isinstance(target, Call) or not isinstance(target.func, GlobalRef):
+        wrapper = wrapper_class(target)
+        if wrapper is None:
             return
-        if target.func in _LEGACY_WRAPPERS:
+        if wrapper == _AMBIGUOUS:
+            self.ctx.report(
+                "MAM-JOBLIB-005",
+                "BUILD on an object that may be a joblib array wrapper, made in a way the "
+                "scanner cannot follow; joblib.load would read raw bytes after it that the "
+                "scanner reads as opcodes",
+                offset=offset,
+            )
+            return
+        if wrapper in _LEGACY_WRAPPERS:
             literal = to_literal(state)
             name = literal.get("filename") if isinstance(literal, dict) else None
             self.ctx.report(
@@ -146,8 +173,6 @@ class JoblibHooks(PickleHooks):
                 offset=offset,
                 evidence=repr(name)[:200],
             )
-            return
-        if target.func != _WRAPPER:
             return
         self.arrays += 1
         fields = to_literal_dict(state)
@@ -216,6 +241,58 @@ class JoblibHooks(PickleHooks):
                 offset=pos + got,
                 evidence=f"shape={shape}",
             )
+
+
+def wrapper_class(target: Value) -> GlobalRef | str | None:
+    """Which wrapper class ``target`` is an instance of, as ``isinstance`` would decide.
+
+    joblib's ``NumpyUnpickler.load_build`` checks ``isinstance(stack[-1], (NDArrayWrapper,
+    NumpyArrayWrapper))`` after every BUILD, however the object was made: by calling the class,
+    NEWOBJ, or a constructor helper such as ``copyreg._reconstructor(cls, object, None)``.
+    Those are mirrored. Any other object whose construction involves a wrapper class (a
+    computed call, ``getattr(cls, "__new__")``...) may be an instance too: that is reported
+    as an ambiguity (``_AMBIGUOUS``) rather than guessed.
+    """
+    if not isinstance(target, Call):
+        return None
+    direct = _direct_instance(target)
+    if direct is not None:
+        return direct
+    if _mentions_wrapper((target.func, target.args, target.kwargs), _MENTION_DEPTH):
+        return _AMBIGUOUS
+    return None
+
+
+def _direct_instance(call: Call) -> GlobalRef | None:
+    """The wrapper class ``call`` instantiates: the class called, or a copyreg helper on it."""
+    func = call.func
+    if not isinstance(func, GlobalRef):
+        return None
+    if func in _ALL_WRAPPERS:
+        return func
+    if func in _CONSTRUCTORS:
+        args = call.args
+        first = args[0] if isinstance(args, tuple) and args else None
+        if isinstance(first, GlobalRef) and first in _ALL_WRAPPERS:
+            return first
+    return None
+
+
+def _mentions_wrapper(value: Value, depth: int) -> bool:  # noqa: PLR0911 - one return per kind
+    """Whether a wrapper class appears in ``value`` (bounded walk; unknown depth counts)."""
+    if isinstance(value, GlobalRef):
+        return value in _ALL_WRAPPERS
+    if depth <= 0:
+        return False
+    if isinstance(value, tuple):
+        return any(_mentions_wrapper(v, depth - 1) for v in value[:_MENTION_WIDTH])
+    if isinstance(value, Call):
+        if _direct_instance(value) is not None:
+            return False  # a wrapper joblib already replaced by its array
+        return _mentions_wrapper((value.func, value.args, value.kwargs), depth - 1)
+    if isinstance(value, Container):
+        return any(_mentions_wrapper(v, depth - 1) for v in value.items[:_MENTION_WIDTH])
+    return False
 
 
 def to_literal_dict(state: Value) -> dict[str, Value] | None:

@@ -16,9 +16,11 @@ content.
 from __future__ import annotations
 
 import ast
+import io
 import math
 import re
 import struct
+import tokenize
 from dataclasses import dataclass
 from typing import IO, Final
 
@@ -44,6 +46,7 @@ __all__ = [
 
 NPY_MAGIC: Final = b"\x93NUMPY"
 _PREAMBLE = len(NPY_MAGIC) + 2
+_WHITESPACE_TRAILER: Final = 4
 # numpy's own default refuses headers above 10 000 bytes unless the caller raises
 # ``max_header_size`` (numpy >= 1.24, CVE-2019-6446 follow-up); we allow more so that wide
 # structured dtypes still get sized, but never read an unbounded header.
@@ -224,6 +227,22 @@ def _header_dict(text: str) -> dict[str, object]:
     return out
 
 
+def _filter_py2_longs(text: str) -> str:
+    """Drop a NAME token ``L`` that directly follows a NUMBER (numpy's ``_filter_header``)."""
+    out: list[tuple[int, str]] = []
+    last = None
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if not (
+                last == tokenize.NUMBER and token.type == tokenize.NAME and token.string == "L"
+            ):
+                out.append((token.type, token.string))
+            last = token.type
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return text
+    return tokenize.untokenize(out)
+
+
 def _read_preamble(stream: IO[bytes]) -> tuple[tuple[int, int], int, int]:
     """Magic and version, then the header length: ``(version, length, size of length)``."""
     preamble = stream.read(_PREAMBLE)
@@ -265,7 +284,14 @@ def parse_npy_header(stream: IO[bytes], *, max_header: int = _MAX_HEADER) -> Npy
         text = raw.decode("utf-8" if version == (3, 0) else "latin-1")
     except UnicodeDecodeError as exc:
         raise NpyHeaderError("header is not valid UTF-8") from exc
-    fields = _header_dict(text)
+    try:
+        fields = _header_dict(text)
+    except NpyHeaderError:
+        if version > (2, 0):
+            raise
+        # numpy retries version 1/2 headers through format._filter_header, which drops the
+        # "L" suffix Python 2 wrote on long integers ("(2L,)"): accept what numpy accepts.
+        fields = _header_dict(_filter_py2_longs(text))
     if set(fields) != _HEADER_KEYS:
         msg = f"header keys {sorted(fields)} are not {sorted(_HEADER_KEYS)}"
         raise NpyHeaderError(msg)
@@ -315,8 +341,10 @@ def scan_npy_stream(stream: IO[bytes], ctx: ScanContext) -> None:
         result = analyse_one(stream, ctx, offset_base=header.data_offset)
         if not result.complete:
             return  # the analyser has reported the truncated or broken pickle
-        rest = stream.read(1)
-        if rest:
+        rest = stream.read(_WHITESPACE_TRAILER + 1)
+        if rest and not (len(rest) <= _WHITESPACE_TRAILER and rest.isspace()):
+            # A newline or two after the pickle (Python 2 era numpy wrote one) cannot carry
+            # content; anything else can.
             ctx.report(
                 "MAM-NPY-002",
                 "bytes follow the pickled object array; numpy never reads them",

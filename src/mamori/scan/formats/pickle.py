@@ -1,13 +1,20 @@
 """Raw pickle files (``pickle.dump`` output, ``.pkl``): detection and analysis.
 
-Detection is by content. Protocol 2+ pickles start with PROTO (``0x80`` and a protocol byte);
-protocol 0/1 pickles have no magic, so the head must parse as pickle opcodes without error and
-the file must end with STOP.
+Detection is by content, never by name or by what follows the pickle. Protocol 2+ pickles
+start with PROTO (``0x80`` and a protocol byte); protocol 0/1 pickles have no magic, so the
+head is interpreted symbolically and claimed when
+
+* it reaches STOP after at least two opcodes, whatever bytes follow (``pickle.load`` stops at
+  STOP and never looks further; the bytes after it are analysed as trailing data), or
+* it runs out of bytes without another error (a pickle longer than the probe), or
+* it breaks, but only after importing a well-formed global: the loader has imported (and may
+  have called) it before the error, the "broken pickle" trick.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from typing import Final
 
 from mamori.findings import FileFormat, Finding
@@ -45,8 +52,6 @@ class PickleHandler(FormatHandler):
             # protocol byte is claimed only when an opcode follows: 0x80 alone is too common
             # in binary data.
             return head[1] <= HIGHEST_PROTOCOL or len(head) == 2 or head[2] in _OPCODE_BYTES  # noqa: PLR2004
-        if probe.tail is not None and not probe.tail.endswith(b"."):
-            return False
         return _parses(head, complete_head=probe.size is not None and probe.size <= len(head))
 
     def scan(self, source: Source, ctx: ScanContext) -> None:
@@ -94,13 +99,21 @@ def _parses(head: bytes, *, complete_head: bool) -> bool:
     trace = machine.run()
     if trace.complete:
         return trace.opcodes >= _MIN_OPCODES
-    if complete_head:
+    if any(
+        _IDENTIFIER.fullmatch(ref.module) and _IDENTIFIER.fullmatch(ref.name)
+        for ref, _ in trace.uses
+    ):
+        # Text whose first line happens to start with an opcode letter imports nothing a
+        # loader could find ("class Foo(Base):" is no module name); a real global is.
+        return True
+    if complete_head or len(trace.events) != 1 or trace.opcodes < _MIN_OPCODES:
         return False
-    # The head was cut: accept only when the sole problem is running out of bytes.
-    if len(trace.events) != 1 or trace.opcodes < _MIN_OPCODES:
-        return False
+    # The head was cut: accept when the sole problem is running out of bytes.
     message = trace.events[0].message
     return "truncated" in message or "without STOP" in message
+
+
+_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 _OPCODE_BYTES: Final = frozenset(

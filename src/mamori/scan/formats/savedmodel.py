@@ -171,14 +171,27 @@ def _looks_like_saved_model(head: bytes) -> bool:
     field 1, then a producer string in field 2) from matching.
     """
     buf = memoryview(head)
+    # The schema version is a proto3 scalar: a SavedModel built without setting it (0, which
+    # TensorFlow's loader accepts) starts directly with its MetaGraphDef.
+    start = 3 if head[:3] == b"\x08\x01\x12" else 1 if head[:1] == b"\x12" else 0
+    if not start:
+        return False
     try:
-        if head[:3] != b"\x08\x01\x12":
-            return False
-        _, pos = read_varint(buf, 3)
+        length, pos = read_varint(buf, start)
         key, _ = read_varint(buf, pos)
     except ProtoError:
         return False
-    return key >> 3 in {1, 2, 3} and key & 7 == WireType.LEN
+    if key >> 3 not in {1, 2, 3} or key & 7 != WireType.LEN:
+        return False
+    if start == 1 and pos + length <= len(head):
+        # Without the version byte the evidence is thinner: a MetaGraphDef held entirely in
+        # the probe must decode as protobuf fields to the byte.
+        try:
+            for _ in iter_fields(buf[pos : pos + length]):
+                pass
+        except ProtoError:
+            return False
+    return True
 
 
 # FingerprintDef (core/protobuf/fingerprint.proto, TF >= 2.12): five uint64 hashes (fields

@@ -41,7 +41,14 @@ from mamori.scan.formats.torch_common import (
 from mamori.scan.formats.torchscript_code import BUILTIN_CLASS_NAMESPACES, check_torchscript_code
 from mamori.scan.pickle import GlobalUse
 
-__all__ = ["TORCHSCRIPT_GLOBALS", "TorchScriptHandler", "TorchZipHandler"]
+__all__ = [
+    "TORCHSCRIPT_GLOBALS",
+    "TorchScriptHandler",
+    "TorchZipHandler",
+    "fold",
+    "scan_torch_zip",
+    "sniff_kind",
+]
 
 # Control records and what their content must look like (all short ASCII).
 _CONTROL: Final[dict[str, re.Pattern[bytes]]] = {
@@ -136,14 +143,32 @@ def _prefix_of(name: str) -> str | None:
     return head if sep and head else None
 
 
-def _sniff_kind(names: list[str] | None) -> str | None:
-    """``"zip"``, ``"script"`` or ``None`` from the (possibly partial) member list."""
+_ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold(name: str) -> str:
+    """A record name as torch compares it (ASCII letters lowered).
+
+    miniz's ``mz_zip_reader_locate_file`` without ``MZ_ZIP_FLAG_CASE_SENSITIVE`` lowers ASCII
+    letters only (``MZ_TOLOWER``), so ``archive/DATA.PKL`` answers a lookup of
+    ``archive/data.pkl``.
+    """
+    return name.translate(_ASCII_LOWER)
+
+
+def sniff_kind(names: list[str] | None) -> str | None:
+    """``"zip"``, ``"script"`` or ``None`` from the (possibly partial) member list.
+
+    The layout decides, as torch's reader sees it: the folder of the first member, and the
+    records under it compared the way torch looks them up (ASCII case-insensitively).
+    """
     if not names:
         return None
     prefix = _prefix_of(names[0])
     if prefix is None:
         return None
-    rels = [n[len(prefix) + 1 :] for n in names if n.startswith(prefix + "/")]
+    folded = fold(prefix) + "/"
+    rels = [fold(n)[len(folded) :] for n in names if fold(n).startswith(folded)]
     if "constants.pkl" in rels or any(r.startswith("code/") for r in rels):
         return "script"
     if "data.pkl" in rels:
@@ -157,26 +182,40 @@ def _sniff_kind(names: list[str] | None) -> str | None:
 
 
 def _layout(directory: ZipDirectory) -> _Layout | None:
-    entries = [e for e in directory.entries if not (e.is_dir and e.size == 0)]
-    if not entries:
+    """Group the members the way ``PyTorchStreamReader`` (inline_container.cc) sees them.
+
+    The folder is the part before the first ``/`` of the first central-directory entry.
+    Records are found with miniz's ``mz_zip_reader_locate_file(name, flags=0)``: ASCII
+    case-insensitive, by binary search over the names sorted case-insensitively, so among
+    names that differ only by case (or not at all) *which* entry torch reads is not defined
+    (measured with torch 2.13: the first copy in one archive, a later one in another). So
+    ``rel`` is the folded name, and every copy of a name is checked like the first.
+    ``getAllRecords`` (called by every ``torch.load``) compares the folder exactly and fails
+    on any other name: those members are listed as ``outside`` but still checked as records.
+    """
+    if not directory.entries:
         return None
-    prefix = _prefix_of(entries[0].name)
+    prefix = _prefix_of(directory.entries[0].name)
     if prefix is None:
         return None
+    folded_prefix = fold(prefix) + "/"
     by_rel: dict[str, ZipEntry] = {}
     outside: list[ZipEntry] = []
     duplicates: list[tuple[str, ZipEntry]] = []
-    for entry in entries:
-        if entry.name.startswith(prefix + "/"):
-            rel = entry.name[len(prefix) + 1 :]
-            if rel in by_rel:
-                # MAM-ZIP-003 already. torch (miniz) reads the first entry but zipfile-based
-                # tools read the last, so every copy is checked like the first.
-                duplicates.append((rel, entry))
-            else:
-                by_rel[rel] = entry
-        else:
+    for entry in directory.entries:
+        if not entry.name.startswith(prefix + "/"):
             outside.append(entry)
+        if entry.is_dir and entry.size == 0:
+            continue
+        name = fold(entry.name)
+        if not name.startswith(folded_prefix):
+            continue
+        rel = name[len(folded_prefix) :]
+        if rel in by_rel:
+            # MAM-ZIP-003 already; see the docstring for why every copy is checked.
+            duplicates.append((rel, entry))
+        else:
+            by_rel[rel] = entry
     return _Layout(prefix, "constants.pkl" in by_rel, by_rel, tuple(outside), tuple(duplicates))
 
 
@@ -254,7 +293,8 @@ class _TorchArchiveScanner:
             others = sorted({e.name.split("/", 1)[0] for e in layout.outside})
             ctx.report(
                 "MAM-TORCH-005",
-                f"members outside the {layout.prefix!r} folder torch reads: torch ignores them",
+                f"members outside the {layout.prefix!r} folder torch reads: torch.load "
+                "refuses the archive, other tools read them",
                 evidence=", ".join(others)[:200],
             )
             if any(e.name.endswith("/data.pkl") for e in layout.outside):
@@ -374,7 +414,7 @@ class _TorchArchiveScanner:
     def check_storages(self, stem: str, refs: list[StorageRef], member: MemberContext) -> set[str]:
         seen: dict[str, StorageRef] = {}
         for ref in refs:
-            rel = f"{stem}/{ref.key}"
+            rel = fold(f"{stem}/{ref.key}")
             entry = self.layout.by_rel.get(rel)
             if entry is None or "/" in ref.key or ref.key in ("", ".", ".."):
                 member.report(
@@ -431,18 +471,29 @@ class _TorchZipBase(FormatHandler):
             # torch's reader only opens archives that start with a local header
             # (serialization.py::_is_zipfile); anything else is not a torch zip to torch.
             return False
-        return _sniff_kind(zip_names_from_probe(probe)) == self._kind
+        return sniff_kind(zip_names_from_probe(probe)) == self._kind
 
     def scan(self, source: Source, ctx: ScanContext) -> None:
         """Check layout, control records, pickles and storages; scan the other members."""
         directory = read_zip(source, ctx)
-        layout = _layout(directory)
-        if layout is None:
+        if not scan_torch_zip(directory, ctx):
             ctx.report("MAM-TORCH-007", "the archive has no member inside a folder")
             directory.scan_members(ctx)
-            return
-        ctx.refine_format(FileFormat.TORCHSCRIPT if layout.script else FileFormat.TORCH_ZIP)
-        _TorchArchiveScanner(directory, layout, ctx).run()
+
+
+def scan_torch_zip(directory: ZipDirectory, ctx: ScanContext) -> bool:
+    """Scan ``directory`` as torch reads it; ``False`` (nothing done) when it has no layout.
+
+    The zip handler calls this too, with the full member list, when the probe alone could not
+    tell (a large archive whose names lie outside the probe): a torch checkpoint must get the
+    torch reading whatever its size or name, or its pickle is misjudged as a plain one.
+    """
+    layout = _layout(directory)
+    if layout is None:
+        return False
+    ctx.refine_format(FileFormat.TORCHSCRIPT if layout.script else FileFormat.TORCH_ZIP)
+    _TorchArchiveScanner(directory, layout, ctx).run()
+    return True
 
 
 class TorchZipHandler(_TorchZipBase):

@@ -17,6 +17,7 @@ from mamori.scan._internal.source import Source
 from mamori.scan._internal.zipformat import CENTRAL_SIG, EOCD_SIG, LOCAL_SIG
 from mamori.scan._internal.zipread import read_zip
 from mamori.scan.formats.interface import FormatHandler, Probe, ScanContext
+from mamori.scan.formats.torch import scan_torch_zip, sniff_kind
 
 __all__ = ["ZipHandler", "looks_like_zip"]
 
@@ -59,5 +60,16 @@ class ZipHandler(FormatHandler):
         return looks_like_zip(probe)
 
     def scan(self, source: Source, ctx: ScanContext) -> None:
-        """Parse the directory strictly, then hand every member to the engine."""
-        read_zip(source, ctx).scan_members(ctx)
+        """Parse the directory strictly, then hand every member to the engine.
+
+        The torch handlers decide from the probe, which may hold only part of the member list.
+        An archive that torch would open (a local header at offset 0, torch's ``_is_zipfile``)
+        and whose full list has the torch layout is read as torch reads it instead.
+        """
+        directory = read_zip(source, ctx)
+        with source.open() as stream:
+            starts_local = stream.read(len(LOCAL_SIG)) == LOCAL_SIG
+        if starts_local and sniff_kind([e.name for e in directory.entries]) is not None:
+            scan_torch_zip(directory, ctx)
+            return
+        directory.scan_members(ctx)
