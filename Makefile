@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= all,test,dev
 
-.PHONY: up test test-scaleout lint fmt bench venv clean
+.PHONY: up test test-scaleout lint fmt bench ext venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ lint: venv
 fmt: venv
 	$(VENV)/bin/ruff format src tests bench
 	$(VENV)/bin/ruff check --fix src tests bench
+
+## ext: rebuild the compiled pickle hot loop in place (pip install -e does it too)
+ext: venv
+	$(PY) hatch_build.py
 
 ## bench: compare against peer scanners; results go to bench/results/
 bench: venv
