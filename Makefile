@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # demo: the hospital demo's embedding model (torch); test pins the CPU torch it resolves to.
 EXTRAS ?= all,demo,test,dev
 
-.PHONY: up test test-scaleout lint fmt bench venv clean
+.PHONY: up test test-scaleout lint fmt bench ext venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ lint: venv
 fmt: venv
 	$(VENV)/bin/ruff format src tests bench
 	$(VENV)/bin/ruff check --fix src tests bench
+
+## ext: rebuild the compiled pickle hot loop in place (pip install -e does it too)
+ext: venv
+	$(PY) hatch_build.py
 
 ## bench: compare against peer scanners; results go to bench/results/
 bench: venv

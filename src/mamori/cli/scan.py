@@ -164,6 +164,18 @@ def _errors_exit_2() -> Iterator[None]:
         _fail(f"internal error: {type(exc).__name__}: {exc}")
 
 
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    from mamori import __version__  # noqa: PLC0415 - only for --version
+    from mamori.scan.pickle.hot import SCANNER_BUILD  # noqa: PLC0415 - idem
+
+    typer.echo(
+        f"mamori {__version__} (ruleset {RULESET_VERSION}; pickle hot loop: {SCANNER_BUILD})"
+    )
+    raise typer.Exit(EXIT_SAFE)
+
+
 def scan_command(
     paths: Annotated[
         list[Path],
@@ -203,6 +215,15 @@ def scan_command(
     ] = None,
     md5: Annotated[
         bool, typer.Option("--md5", help="Also compute MD5 digests (SHA-256 always).")
+    ] = False,
+    version: Annotated[  # noqa: ARG001 - handled eagerly by the callback
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print the scanner and ruleset versions and which pickle hot loop runs.",
+        ),
     ] = False,
 ) -> None:
     """Scan model files without loading them and report what is unsafe."""

@@ -30,6 +30,17 @@ class ScanLimits:
     """How many members (archive entries, directory files) one scan may visit."""
     max_pickle_opcodes: int = 1_000_000_000
     """How many opcodes one pickle stream may contain."""
+    max_pickle_memo: int = 10_000_000
+    """Memo entries one pickle may define (``MAM-LIM-007``). The loader keeps every one alive
+    until the load ends; the analyser keeps plain data among them compactly (a few bytes
+    each), so this bounds memory, not correctness: real models use a few per tensor or row."""
+    max_pickle_stack: int = 2_000_000
+    """Values on one pickle's symbolic stack, all MARK frames and the MARK depth counted
+    (``MAM-LIM-008``). Checked every 65,536 opcodes; picklers batch 1,000 items per frame."""
+    max_pickle_memory: int = 192 * _MiB
+    """Bytes the process may grow by while one pickle is analysed (``MAM-LIM-009``): the
+    backstop for every structure the analyser keeps, checked per MiB of input and every
+    65,536 opcodes, so that a hostile pickle ends in a finding rather than an OOM kill."""
     max_seconds: float = 900.0
     """Wall-clock budget for the scan of one top-level path."""
     max_spool_memory: int = 64 * _MiB

@@ -114,6 +114,15 @@ _TABLE: Final[tuple[Rule, ...]] = (
        "A pickle stream holds more opcodes than the configured limit."),
     _r("MAM-LIM-006", H, "Compression ratio limit exceeded", ("CWE-409",), DOS,
        "A compressed member expands by more than the configured ratio (decompression bomb)."),
+    _r("MAM-LIM-007", H, "Pickle memo limit exceeded", ("CWE-400", "CWE-770"), DOS,
+       "A pickle memoizes more objects than the configured limit; the loader would keep all of "
+       "them alive. The rest of the pickle was not analysed."),
+    _r("MAM-LIM-008", H, "Pickle stack limit exceeded", ("CWE-400", "CWE-770"), DOS,
+       "A pickle holds more values on its stack (or nests more MARKs) than the configured "
+       "limit. The rest of the pickle was not analysed."),
+    _r("MAM-LIM-009", H, "Pickle analysis memory limit exceeded", ("CWE-400", "CWE-770"), DOS,
+       "Analysing the pickle grew the scanner's memory past the configured budget; it stopped "
+       "with this finding instead of being killed. The rest of the pickle was not analysed."),
     # --- pickle analyser (owned by scan/pickle/) ----------------------------------------------
     _r("MAM-PKL-001", C, "Dangerous global in pickle", ("CWE-502", "CWE-94"), SUPPLY_CHAIN,
        "The pickle imports a callable that executes code, runs processes, touches files or "

@@ -6,11 +6,13 @@ import contextlib
 import io
 import pickle
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mamori.scan.pickle import hot
 from mamori.scan.pickle.classify import is_loader
 from mamori.scan.pickle.driver import interpret
 from mamori.scan.pickle.reader import Window
@@ -20,30 +22,52 @@ from mamori.scan.pickle.values import to_literal
 _SETTINGS = settings(max_examples=400, deadline=None)
 
 
-def _run(data: bytes, *, fast: bool, max_opcodes: int = 10**9) -> Trace:
+_LOOPS = {"pure-python": hot.pure_fast_loop}
+if hot.SCANNER_BUILD == "compiled":
+    _LOOPS["compiled"] = hot.fast_loop
+
+
+@contextlib.contextmanager
+def _hot_loop(loop: Callable[..., bool]) -> Iterator[None]:
+    """Run the fast path with this implementation of the hot loop everywhere it is used."""
+    from mamori.scan.pickle import driver, lazy, template
+
+    saved = (driver.fast_loop, lazy.fast_loop, template.fast_loop)
+    driver.fast_loop = lazy.fast_loop = template.fast_loop = loop
+    try:
+        yield
+    finally:
+        driver.fast_loop, lazy.fast_loop, template.fast_loop = saved
+
+
+def _run(data: bytes, *, fast: bool, max_opcodes: int = 10**9, max_memo: int = 1 << 62) -> Trace:
     return interpret(
         Window(io.BytesIO(data), 0, exact=False),
         max_opcodes=max_opcodes,
         deadline=lambda: None,
         is_loader=is_loader,
         fast=fast,
+        max_memo=max_memo,
     )
 
 
-def _same(data: bytes, max_opcodes: int = 10**9) -> None:
-    a = _run(data, fast=True, max_opcodes=max_opcodes)
-    b = _run(data, fast=False, max_opcodes=max_opcodes)
-    assert a.events == b.events
-    assert a.uses == b.uses
-    assert (a.complete, a.end, a.opcodes, a.pure, a.protocol) == (
-        b.complete,
-        b.end,
-        b.opcodes,
-        b.pure,
-        b.protocol,
-    )
-    assert repr(to_literal(a.root)) == repr(to_literal(b.root))
-    assert repr(a.persistent_ids) == repr(b.persistent_ids)
+def _same(data: bytes, max_opcodes: int = 10**9, max_memo: int = 1 << 62) -> None:
+    """The reference interpreter and the fast path, with every hot loop built, agree."""
+    b = _run(data, fast=False, max_opcodes=max_opcodes, max_memo=max_memo)
+    for loop in _LOOPS.values():
+        with _hot_loop(loop):
+            a = _run(data, fast=True, max_opcodes=max_opcodes, max_memo=max_memo)
+        assert a.events == b.events
+        assert a.uses == b.uses
+        assert (a.complete, a.end, a.opcodes, a.pure, a.protocol) == (
+            b.complete,
+            b.end,
+            b.opcodes,
+            b.pure,
+            b.protocol,
+        )
+        assert repr(to_literal(a.root)) == repr(to_literal(b.root))
+        assert repr(a.persistent_ids) == repr(b.persistent_ids)
 
 
 def _sbu(text: str) -> bytes:
@@ -145,6 +169,27 @@ def test_opcode_limit_agrees(value: object, protocol: int, limit: int) -> None:
     _same(pickle.dumps(value, protocol=protocol), max_opcodes=limit)
 
 
+@_SETTINGS
+@given(_values, st.integers(0, 5), st.integers(0, 12))
+def test_memo_limit_is_reported_at_the_same_opcode(value: object, protocol: int, cap: int) -> None:
+    _same(pickle.dumps(value, protocol=protocol), max_memo=cap)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_TOKENS, max_size=40), st.integers(0, 4))
+def test_memo_limit_in_random_programs_agrees(tokens: list[bytes], cap: int) -> None:
+    _same(b"\x80\x04" + b"".join(tokens) + b".", max_memo=cap)
+
+
+def test_the_compiled_hot_loop_is_built_where_a_compiler_is_present() -> None:
+    # make up / pip install -e build it (hatch_build.py); a missing build is said, not hidden.
+    import shutil
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler on this machine: the pure-Python loop is the one that runs")
+    assert hot.SCANNER_BUILD == "compiled", "run `make ext` (or pip install -e .) to build it"
+
+
 def test_large_pickle_crossing_window_and_frame_boundaries_agrees() -> None:
     value = {f"k{i}": [i, float(i), f"s{i}", (i, i + 1), "é"] for i in range(40_000)}
     for protocol in (2, 4):
@@ -200,24 +245,24 @@ def _tiny_caps(*, frame_size: int | None = None, span: int | None = None) -> Ite
     ``frame_size`` makes the pure-Python pickler cut protocol 4+ frames that small (so frames
     end inside entries); ``span`` bounds each regex pass of a template run to that many bytes.
     """
-    from mamori.scan.pickle import fast, template, values
+    from mamori.scan.pickle import driver, template, values
 
     saved = (
         values.MAX_KEPT_ITEMS,
-        fast._CHUNK,
+        driver._CHUNK,
         template._MIN_RUN,
         template._SPAN,
         pickle._Pickler._BATCHSIZE,  # type: ignore[attr-defined]
         pickle._Framer._FRAME_SIZE_TARGET,  # type: ignore[attr-defined]
     )
-    values.MAX_KEPT_ITEMS, fast._CHUNK, template._MIN_RUN = 2, 2, 1
+    values.MAX_KEPT_ITEMS, driver._CHUNK, template._MIN_RUN = 2, 2, 1
     template._SPAN = span or saved[3]
     pickle._Pickler._BATCHSIZE = 3  # type: ignore[attr-defined]
     pickle._Framer._FRAME_SIZE_TARGET = frame_size or saved[5]  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        values.MAX_KEPT_ITEMS, fast._CHUNK, template._MIN_RUN, template._SPAN = saved[:4]
+        values.MAX_KEPT_ITEMS, driver._CHUNK, template._MIN_RUN, template._SPAN = saved[:4]
         pickle._Pickler._BATCHSIZE = saved[4]  # type: ignore[attr-defined]
         pickle._Framer._FRAME_SIZE_TARGET = saved[5]  # type: ignore[attr-defined]
 
@@ -250,17 +295,17 @@ def test_template_runs_resuming_after_frames_inside_entries_agree(
 
 
 def test_template_runs_happen_with_tiny_caps(monkeypatch) -> None:
-    from mamori.scan.pickle import fast
+    from mamori.scan.pickle import driver
 
     calls: list[bool] = []
-    original = fast.attempt
+    original = driver.attempt
 
     def spy(m):
         done = original(m)
         calls.append(done)
         return done
 
-    monkeypatch.setattr(fast, "attempt", spy)
+    monkeypatch.setattr(driver, "attempt", spy)
     with _tiny_caps():
         for protocol in (2, 4):
             value = {f"k{i}": [i, (i, "x")] for i in range(30)}
@@ -269,19 +314,19 @@ def test_template_runs_happen_with_tiny_caps(monkeypatch) -> None:
 
 
 def test_template_run_is_used_on_a_big_batch(monkeypatch) -> None:
-    from mamori.scan.pickle import fast
+    from mamori.scan.pickle import driver
 
     value = {f"k{i}": [i, float(i), f"s{i}", (i, i + 1)] for i in range(20_000)}
     data = pickle.dumps(value, protocol=4)
     calls: list[bool] = []
-    original = fast.attempt
+    original = driver.attempt
 
     def spy(m):
         done = original(m)
         calls.append(done)
         return done
 
-    monkeypatch.setattr(fast, "attempt", spy)
+    monkeypatch.setattr(driver, "attempt", spy)
     _same(data)
     assert sum(calls) > 10
 
@@ -306,12 +351,12 @@ def test_memo_get_into_a_lazy_run_materializes_it(monkeypatch) -> None:
 
 
 def test_template_runs_resume_at_the_next_entry_after_a_frame(monkeypatch) -> None:
-    from mamori.scan.pickle import fast
+    from mamori.scan.pickle import driver
 
     value = {f"k{i}": [i, float(i), f"s{i}", (i, i + 1)] for i in range(20_000)}
     data = pickle.dumps(value, protocol=4)  # ~15 frames, each ending inside an entry
     looped: list[tuple[int, int]] = []
-    original = fast.fast_loop
+    original = driver.fast_loop
 
     def spy(m, chunk=None, **kwargs):
         start, before = m.w.offset, m.trace.opcodes
@@ -319,7 +364,7 @@ def test_template_runs_resume_at_the_next_entry_after_a_frame(monkeypatch) -> No
         looped.append((start, m.trace.opcodes - before))
         return done
 
-    monkeypatch.setattr(fast, "fast_loop", spy)
+    monkeypatch.setattr(driver, "fast_loop", spy)
     trace = _run(data, fast=True)
     # The first 3000 entries (three batches, up to the one that fills the keep cap) are built
     # one opcode at a time; after that, only the few opcodes of the entry a FRAME cuts (and
@@ -327,3 +372,34 @@ def test_template_runs_resume_at_the_next_entry_after_a_frame(monkeypatch) -> No
     late = sum(ops for start, ops in looped if start > len(data) // 4)
     assert late < 12 * 64
     assert trace.opcodes == _run(data, fast=False).opcodes
+
+
+# --- the whole sample corpus -------------------------------------------------------------------
+
+
+def _findings(path) -> list[tuple[str, str, str, str | None]]:
+    from mamori.scan import scan_path
+
+    report = scan_path(path)
+    return sorted((f.rule_id, str(f.location), f.message, f.evidence) for f in report.findings)
+
+
+@pytest.mark.xdist_group("corpus")
+def test_every_corpus_sample_gets_identical_findings_from_every_path(tmp_path, monkeypatch) -> None:
+    from mamori.scan.pickle import driver
+    from mamori.testing import all_samples, build_corpus, missing_needs
+
+    build_corpus(tmp_path)
+    samples = [s for s in all_samples() if not missing_needs(s)]
+    assert len(samples) > 50
+    for sample in samples:
+        path = tmp_path / sample.relpath
+        fast = dict.fromkeys(_LOOPS)
+        for name, loop in _LOOPS.items():
+            with _hot_loop(loop):
+                fast[name] = _findings(path)  # type: ignore[assignment]
+        with monkeypatch.context() as patch:
+            patch.setattr(driver, "fast_path", lambda _m: None)  # the reference alone
+            reference = _findings(path)
+        for name, found in fast.items():
+            assert found == reference, f"{sample.name}: {name} differs from the reference"

@@ -201,6 +201,9 @@ def _analyse(
         is_loader=is_loader,
         on_build=hooks.on_build if hooks is not None else None,
         persistent_ids=persistent_ids,
+        max_memo=ctx.limits.max_pickle_memo,
+        max_stack=ctx.limits.max_pickle_stack,
+        max_memory=ctx.limits.max_pickle_memory,
     )
     _emit(trace, ctx)
     for payload, offset in trace.nested:

@@ -1,4 +1,4 @@
-"""The fast path: a tight loop over the window for the data opcodes that dominate big pickles.
+"""The hot loop: a tight loop over the window for the data opcodes that dominate big pickles.
 
 It handles the opcodes whose effect is plain data (scalars, strings, containers, memo), plus
 REDUCE and BINPERSID through the interpreter's own effect methods (one of each per tensor in
@@ -18,10 +18,8 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Final
 
-from mamori.scan.pickle.lazy import prepare_step
 from mamori.scan.pickle.machine import CHECK_EVERY
 from mamori.scan.pickle.reader import KEEP_LIMIT
-from mamori.scan.pickle.template import attempt
 from mamori.scan.pickle.values import (
     CallKind,
     DictV,
@@ -33,9 +31,13 @@ from mamori.scan.pickle.values import (
 )
 
 if TYPE_CHECKING:
+    # Only Cython reads these annotations (``pos: cython.Py_ssize_t`` makes ``buf[pos]`` a
+    # bounds-checked C byte read); to Python they are unevaluated strings.
+    import cython
+
     from mamori.scan.pickle.machine import Machine
 
-__all__ = ["fast_loop", "fast_path"]
+__all__ = ["fast_loop"]
 
 _unpack_f64 = struct.Struct(">d").unpack_from
 _unpack_i32 = struct.Struct("<i").unpack_from
@@ -43,39 +45,10 @@ _unpack_u32 = struct.Struct("<I").unpack_from
 _unpack_u16 = struct.Struct("<H").unpack_from
 _MISSING: Final = object()
 _CONTAINERS: Final = (ListV, DictV, SetV)
-_CHUNK: Final = 256
-"""Opcodes between template attempts (a few Python calls per attempt)."""
 _MAX_FIXED: Final = 9
 """Longest fixed-size opcode with its argument (BINFLOAT, FRAME)."""
-
-
-def fast_path(m: Machine) -> None:
-    """Advance as far as the fast path can; the reference path then runs the next opcode."""
-    templates = m.w.origin is not None  # lazy runs must be re-readable: seekable streams only
-    while True:
-        if templates and attempt(m):
-            continue
-        if templates:
-            if fast_loop(m, chunk=_CHUNK, realign=_inside_capped(m)):
-                continue
-        elif fast_loop(m):
-            continue
-        if m.block_frames and prepare_step(m):
-            continue
-        return
-
-
-def _inside_capped(m: Machine) -> bool:
-    """True when an enclosing frame (not the current one) fills a container past its cap."""
-    meta = m.metastack
-    # Indexing, not slicing: this runs between every two reference steps, and each
-    # container allocated counts towards the cyclic GC's next collection.
-    for i in range(2, min(len(meta), 4) + 1):
-        frame = meta[-i]
-        top = frame[-1] if frame else None
-        if type(top) in _CONTAINERS and top.dropped:  # type: ignore[union-attr]  # type checked
-            return True
-    return False
+_HUGE: Final = 1 << 62
+"""Configured limits are clamped to this, so that they fit a C ``Py_ssize_t`` when compiled."""
 
 
 def fast_loop(  # noqa: C901, PLR0912, PLR0915 - one dispatch on the opcode
@@ -91,23 +64,30 @@ def fast_loop(  # noqa: C901, PLR0912, PLR0915 - one dispatch on the opcode
     a whole chunk later.
     """
     w = m.w
-    buf = w.buf
-    pos = w.pos
-    hard = len(buf)
+    buf: bytes = w.buf
+    pos: cython.Py_ssize_t = w.pos
+    hard: cython.Py_ssize_t = len(buf)
+    e: cython.Py_ssize_t
+    n: cython.Py_ssize_t
+    idx: cython.Py_ssize_t
+    op: cython.int
     if m.frame_end >= 0:
-        # Stop at the frame's end so the reference path does the FRAME bookkeeping.
-        hard = min(hard, m.frame_end - w.base)
-    limit = min(hard, len(buf) - _MAX_FIXED)
+        # Stop at the frame's end so the reference path does the FRAME bookkeeping. A Python
+        # int first: a hostile FRAME length does not fit 64 bits.
+        frame_left = m.frame_end - w.base
+        hard = min(hard, frame_left)
+    limit: cython.Py_ssize_t = min(hard, len(buf) - _MAX_FIXED)
     if pos >= limit:
         return False
     tr = m.trace
-    ops = tr.opcodes
-    budget = m.max_opcodes
+    ops: cython.Py_ssize_t = tr.opcodes
+    budget: cython.Py_ssize_t = min(m.max_opcodes, _HUGE)
     chunked = chunk is not None and ops + chunk < budget
     realign = realign and chunked
     if chunk is not None:
         budget = min(budget, ops + chunk)
-    extra = m.memo_extra
+    extra: cython.Py_ssize_t = m.memo_extra
+    max_memo: cython.Py_ssize_t = min(m.max_memo, _HUGE)
     blocks = m.block_frames
     memo = m.memo
     stack: list[Value] = m.stack
@@ -122,7 +102,10 @@ def fast_loop(  # noqa: C901, PLR0912, PLR0915 - one dispatch on the opcode
             if op == 0x94:  # MEMOIZE
                 if not stack or (blocks and type(stack[-1]) is LazyBlock):
                     break
-                memo[len(memo) + extra] = stack[-1]
+                idx = len(memo) + extra
+                if idx >= max_memo:
+                    break  # the reference path reports the memo limit
+                memo[idx] = stack[-1]
                 pos += 1
             elif op == 0x8C:  # SHORT_BINUNICODE
                 e = pos + 2 + buf[pos + 1]
@@ -134,8 +117,8 @@ def fast_loop(  # noqa: C901, PLR0912, PLR0915 - one dispatch on the opcode
                 idx = buf[pos + 1]
                 if not stack or (blocks and type(stack[-1]) is LazyBlock):
                     break
-                if idx not in memo and idx != len(memo) + extra:
-                    break  # a lazily held slot or a gap: the reference path decides
+                if idx not in memo and (idx != len(memo) + extra or idx >= max_memo):
+                    break  # a slot held elsewhere, a gap or the memo limit: reference decides
                 memo[idx] = stack[-1]
                 pos += 2
             elif op == 0x4B:  # BININT1
@@ -203,8 +186,8 @@ def fast_loop(  # noqa: C901, PLR0912, PLR0915 - one dispatch on the opcode
                 idx = _unpack_u32(buf, pos + 1)[0]
                 if not stack or (blocks and type(stack[-1]) is LazyBlock):
                     break
-                if idx not in memo and idx != len(memo) + extra:
-                    break  # a lazily held slot or a gap: the reference path decides
+                if idx not in memo and (idx != len(memo) + extra or idx >= max_memo):
+                    break  # a slot held elsewhere, a gap or the memo limit: reference decides
                 memo[idx] = stack[-1]
                 pos += 5
             elif op == 0x68:  # BINGET

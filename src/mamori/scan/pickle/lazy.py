@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import io
 from bisect import bisect_right
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
+from mamori.scan.pickle.hot import fast_loop
+from mamori.scan.pickle.machine import Machine
+from mamori.scan.pickle.reader import Window
 from mamori.scan.pickle.values import DictV, LazyBlock, ListV, SetV, Value
-
-if TYPE_CHECKING:
-    from mamori.scan.pickle.machine import Machine
 
 __all__ = ["CLOSERS", "materialize", "materialize_frame", "materialize_slot", "prepare_step"]
 
@@ -61,10 +61,6 @@ _TOUCHES: Final = {
 
 def materialize(m: Machine, block: LazyBlock) -> None:
     """Rebuild the block's values exactly (fast loop plus reference steps) and put them in place."""
-    from mamori.scan.pickle.fast import fast_loop  # noqa: PLC0415 - circular at import time
-    from mamori.scan.pickle.machine import Machine  # noqa: PLC0415 - idem
-    from mamori.scan.pickle.reader import Window  # noqa: PLC0415 - idem
-
     data = m.w.read_range(block.start, block.end)
     sub = Machine(
         Window(io.BytesIO(data), block.start, exact=False),

@@ -19,7 +19,6 @@ import struct
 from typing import IO, TYPE_CHECKING, Final
 
 from mamori.scan.pickle.effects import Effects, short
-from mamori.scan.pickle.lazy import materialize_slot
 from mamori.scan.pickle.reader import KEEP_LIMIT, Window
 from mamori.scan.pickle.textargs import TextArgs
 from mamori.scan.pickle.trace import Event, Malformed, Trace
@@ -75,6 +74,7 @@ class Machine(Effects, TextArgs):
         on_build: Callable[[Value, Value, IO[bytes], int], None] | None = None,
         persistent_ids: bool = False,
         fast: Callable[[Machine], None] | None = None,
+        max_memo: int = 1 << 62,
     ) -> None:
         self.w = window
         self.trace = Trace()
@@ -82,6 +82,7 @@ class Machine(Effects, TextArgs):
         self.metastack: list[list[Value]] = []
         self.memo: dict[int, Value] = {}
         self.max_opcodes = max_opcodes
+        self.max_memo = max_memo
         self.deadline = deadline
         self.is_loader = is_loader
         self.on_build = on_build
@@ -96,6 +97,9 @@ class Machine(Effects, TextArgs):
         self.segments: list[LazyBlock] = []
         self.block_frames: dict[int, int] = {}
         """id(frame) -> how many lazy blocks that stack frame holds."""
+        self.on_missing_slot: Callable[[Machine, int], bool] | None = None
+        """Set by the driver: brings a memo slot held outside ``memo`` back into it (a lazy
+        run, a compacted slot); True when it did. Only asked when ``memo_extra`` > 0."""
         self.memo_dense = True
         self.templates: dict[type, Template] = {}
         self.template_wait = 0
@@ -152,7 +156,8 @@ class Machine(Effects, TextArgs):
         else:
             tr.complete = True
         tr.end = self.w.offset
-        if self.frame_end > tr.end and not self.frame_noted:
+        stopped_by_limit = any(e.rule_id.startswith("MAM-LIM-") for e in tr.events[-1:])
+        if self.frame_end > tr.end and not self.frame_noted and not stopped_by_limit:
             tr.events.append(
                 Event("MAM-PKL-016", "FRAME length runs past the end of the pickle", tr.end)
             )
@@ -194,7 +199,10 @@ class Machine(Effects, TextArgs):
         elif op == 0x94:  # MEMOIZE
             if not st:
                 raise self._bad("MEMOIZE on an empty stack", at)
-            self.memo[len(self.memo) + self.memo_extra] = st[-1]
+            idx = len(self.memo) + self.memo_extra
+            if idx >= self.max_memo:
+                raise self._memo_full(at)
+            self.memo[idx] = st[-1]
         elif op == 0x4B:  # BININT1
             self._need(1, at)
             st.append(w.buf[w.pos])
@@ -337,15 +345,25 @@ class Machine(Effects, TextArgs):
     def _put(self, idx: int, at: int) -> None:
         if not self.stack:
             raise self._bad("PUT on an empty stack", at)
-        if self.segments and idx not in self.memo and idx < len(self.memo) + self.memo_extra:
-            materialize_slot(self, idx)  # a slot held by a lazy run: make it concrete first
+        if self.memo_extra and idx not in self.memo and self.on_missing_slot is not None:
+            self.on_missing_slot(self, idx)  # a slot held outside the memo: bring it back first
+        if idx not in self.memo and len(self.memo) + self.memo_extra >= self.max_memo:
+            raise self._memo_full(at)
         if idx > len(self.memo) + self.memo_extra:
             self.memo_dense = False
         self.memo[idx] = self.stack[-1]
 
+    def _memo_full(self, at: int) -> Malformed:
+        return self._bad(f"more than {self.max_memo} memo entries", at, "MAM-LIM-007")
+
     def _get(self, idx: int, at: int) -> Value:
         value = self.memo.get(idx, _MISSING)
-        if value is _MISSING and self.segments and materialize_slot(self, idx):
+        if (
+            value is _MISSING
+            and self.memo_extra
+            and self.on_missing_slot is not None
+            and self.on_missing_slot(self, idx)
+        ):
             value = self.memo.get(idx, _MISSING)
         if value is _MISSING:
             msg = f"memo key {idx} is not defined"

@@ -12,6 +12,7 @@ needs the stream positioned right after STOP and the stream cannot seek back.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import IO, Final
 
 __all__ = ["CHUNK", "KEEP_LIMIT", "Spliced", "Window"]
@@ -24,7 +25,7 @@ KEEP_LIMIT: Final = 1 << 20
 class Window:
     """``buf`` holds stream bytes from absolute offset ``base``; ``pos`` indexes into it."""
 
-    __slots__ = ("base", "buf", "eof", "exact", "origin", "pos", "stream")
+    __slots__ = ("base", "buf", "eof", "exact", "on_refill", "origin", "pos", "stream")
 
     def __init__(self, stream: IO[bytes], base: int, *, exact: bool) -> None:
         self.stream = stream
@@ -33,6 +34,9 @@ class Window:
         self.pos = 0
         self.eof = False
         self.exact = exact
+        self.on_refill: Callable[[], None] | None = None
+        """Called after each refill that read new bytes (about once per MiB): the driver
+        checks its memory budget there, since one MiB of input can add one MiB of values."""
         self.origin: int | None = None
         """Stream position of absolute offset 0 when the stream can seek, else None."""
         try:
@@ -80,6 +84,8 @@ class Window:
             parts.append(chunk)
             have += len(chunk)
         self.buf = b"".join(parts)
+        if self.on_refill is not None and len(parts) > 1:
+            self.on_refill()
         return have >= need
 
     def skip(self, n: int) -> int:

@@ -27,6 +27,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import TYPE_CHECKING, Final
 
+from mamori.scan.pickle.hot import fast_loop
 from mamori.scan.pickle.values import DictV, LazyBlock, ListV, SetV, Value
 
 if TYPE_CHECKING:
@@ -311,6 +312,8 @@ def attempt(m: Machine) -> bool:  # noqa: C901, PLR0911, PLR0912 - a sequence of
         return False
     memo_start = len(m.memo) + m.memo_extra
     memo_count = count * template.memos
+    if memo_start + memo_count > m.max_memo:
+        return False  # the slots one at a time, so that the limit is reported exactly
     if template.puts and not _sequential(
         template, args, buf, (pos, stop), start=memo_start, count=memo_count
     ):
@@ -340,8 +343,6 @@ def attempt(m: Machine) -> bool:  # noqa: C901, PLR0911, PLR0912 - a sequence of
 
 def _seek_boundary(m: Machine, frame: list[Value], items: int) -> bool:
     """Run single opcodes until the batch frame holds whole units; False if that fails."""
-    from mamori.scan.pickle.fast import fast_loop  # noqa: PLC0415 - circular at import time
-
     for _ in range(_MAX_UNIT_OPS):
         w = m.w
         if (
