@@ -162,10 +162,11 @@ def test_an_artifact_replaced_in_place_through_the_artifacts_api_is_refused(
     name = unique("inplace")
     version = _approved(mamori, register_model, name)
     folder = _artifact_path(mlflow.url, name, version)
-    payload = b"replaced model bytes " * 10
-    assert mlflow.rest(ALICE, "PUT", f"{folder}/model.pkl", content=payload).is_success
+    # MLmodel names the loader every consumer of models:/ runs; any flavor file would do.
+    payload = b"flavors:\n  python_function:\n    loader_module: attacker\n"
+    assert mlflow.rest(ALICE, "PUT", f"{folder}/MLmodel", content=payload).is_success
     # Without mamori, consumers of this version now load these bytes.
-    assert mlflow.rest(ALICE, "GET", f"{folder}/model.pkl").content == payload
+    assert mlflow.rest(ALICE, "GET", f"{folder}/MLmodel").content == payload
     response = mlflow.set_alias(ALICE, name, version, "production")
     assert response.status_code == 403
     assert "listing differs" in response.json()["message"]
@@ -180,15 +181,16 @@ def test_a_same_size_replacement_under_a_protected_alias_is_found_by_re_hashing(
     version = _approved(mamori, register_model, name)
     assert mlflow.set_alias(ALICE, name, version, "production").status_code == 200
     folder = _artifact_path(mlflow.url, name, version)
-    original = mlflow.rest(ALICE, "GET", f"{folder}/model.pkl").content
+    original = mlflow.rest(ALICE, "GET", f"{folder}/MLmodel").content
     forged = bytes(reversed(original))
-    assert mlflow.rest(ALICE, "PUT", f"{folder}/model.pkl", content=forged).is_success
+    assert mlflow.rest(ALICE, "PUT", f"{folder}/MLmodel", content=forged).is_success
+    assert mlflow.rest(ALICE, "GET", f"{folder}/MLmodel").content == forged
     # Same size: the listing matches, which is why protected versions are re-hashed.
     settings = mamori.settings.model_copy(update={"mlflow_reverify_minutes": 0})
     build_integration(settings, mamori.lifecycle).sweep()
     assert _alias_of(mlflow.url, name, "production") is None
     (drift,) = _audit(mamori, "mlflow-drift", name)
-    assert "model.pkl sha256" in drift.reason
+    assert "MLmodel sha256" in drift.reason
     assert _audit(mamori, "mlflow-alias-removed", name)
 
 
