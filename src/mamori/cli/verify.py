@@ -61,7 +61,11 @@ def verify_command(
             from mamori.lifecycle.factory import build_lifecycle  # noqa: PLC0415
 
             gate = StoreGate(build_lifecycle(settings))
-        result = verify(gate, target, settings=settings)
+        try:
+            result = verify(gate, target, settings=settings)
+        finally:
+            if isinstance(gate, HttpGate):
+                gate.close()
     except (MamoriError, ImportError) as exc:
         text = exc.diagnostics() if isinstance(exc, MamoriError) else str(exc)
         _err.print(f"mamori verify: {text}")

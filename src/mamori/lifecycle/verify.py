@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Protocol, Self
 
 import httpx
 from sqlalchemy import select
@@ -182,6 +182,16 @@ class HttpGate:
         """Not available over HTTP: each digest is still checked."""
         del source, name, version
         return None
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 def _sha256(path: Path) -> str:
