@@ -278,6 +278,11 @@ def measure_gate(app, settings, token, mlflow_url: str, n: int) -> dict:
     lifecycle = app.state.runtime.lifecycle
     for sha in {s for (s,) in _digests(store, "bench-latency", "1")}:
         lifecycle.decide(approver, sha, ApprovalDecision.APPROVED)
+    # What the plugin reads in the MLflow server and sends with each question.
+    from mamori.lifecycle.mlflow.events import build_integration
+
+    facts = build_integration(settings, lifecycle).resolver.facts("bench-latency", "1")
+    assert not isinstance(facts, str), facts
     # The gate is asked of a separate `mamori serve` process, as in production: a server
     # on a thread of this process would share the GIL with the client being timed.
     serve_port = _port()
@@ -289,7 +294,7 @@ def measure_gate(app, settings, token, mlflow_url: str, n: int) -> dict:
         version = "1" if i % 2 == 0 else "999"
         start = time.perf_counter()
         verdict = gate.ask(name="bench-latency", version=version, target="production",
-                           actor="bench")  # fmt: skip
+                           actor="bench", current=facts)  # fmt: skip
         gate_times["allow" if verdict.allowed else "deny"].append(
             (time.perf_counter() - start) * 1000
         )
@@ -317,6 +322,7 @@ def measure_gate(app, settings, token, mlflow_url: str, n: int) -> dict:
             version="1" if i % 2 == 0 else "999",
             target="production",
             actor="bench",
+            current=facts,
         )
         local.append((time.perf_counter() - start) * 1000)
     results["gate_decision_in_process_ms"] = {

@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     mlflow_max_version_bytes: int = Field(default=64 << 30, ge=1)
     """A version whose artifacts exceed this in total is refused (never bound, never allowed):
     checked on the store's listing before any download, and again on the downloaded bytes."""
+    mlflow_reverify_minutes: int = Field(default=60, ge=0)
+    """The sweep re-downloads and re-hashes a version holding a protected alias or Production
+    stage when its bytes were last verified longer ago than this (0: every sweep)."""
     gate_url: str | None = None
     """Read by the ``mamori-gate`` MLflow plugin: where mamori's API answers the gate."""
     gate_token: SecretStr | None = None

@@ -482,3 +482,37 @@ def test_huggingface_hub_reads_the_fake_hub_as_the_pull_does(lifecycle, settings
         ours = ours_root / "snapshots" / repo.commit / name
         assert os.readlink(ours) == os.readlink(theirs_root / "snapshots" / repo.commit / name)
     assert (ours_root / "refs" / "main").read_text() == (theirs_root / "refs" / "main").read_text()
+
+
+# --- the snapshot holds exactly the scanned files (issue 13) ---------------------------------
+
+
+def test_an_unscanned_file_another_tool_left_in_the_snapshot_is_removed_and_reported(
+    lifecycle, settings, hub
+):
+    repo = hub.add(REPO, _safe_files())
+    snapshot = repo_cache_dir(settings.hf_cache_dir, REPO) / "snapshots" / repo.commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "pytorch_model.bin").write_bytes(_malicious_bin().content)
+    (snapshot / "extra").mkdir()
+    (snapshot / "extra" / "loader.py").write_text("import os\n")
+    result = _pull(lifecycle, settings)
+    assert result.released, result.reasons
+    assert sorted(p.relative_to(snapshot).as_posix() for p in snapshot.rglob("*")) == sorted(
+        _safe_files()
+    )
+    assert result.removed == ("extra/", "pytorch_model.bin")
+    with lifecycle.store.read() as session:
+        (record,) = session.execute(select(AuditRow).where(AuditRow.action == "hf-pull")).scalars()
+    assert "pytorch_model.bin" in record.reason
+
+
+def test_an_unscanned_file_at_a_released_path_is_replaced_by_the_scanned_bytes(
+    lifecycle, settings, hub
+):
+    repo = hub.add(REPO, _safe_files())
+    snapshot = repo_cache_dir(settings.hf_cache_dir, REPO) / "snapshots" / repo.commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text('{"model_type": "evil"}')
+    assert _pull(lifecycle, settings).released
+    assert json.loads((snapshot / "config.json").read_text()) == BERT_CONFIG

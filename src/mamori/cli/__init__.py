@@ -113,3 +113,7 @@ app.add_typer(demo_app, name="demo")
 from mamori.cli.mlflow import mlflow_app  # noqa: E402 -- registered after the app exists
 
 app.add_typer(mlflow_app, name="mlflow")
+
+from mamori.cli.verify import VERIFY_EPILOG, verify_command  # noqa: E402 -- as above
+
+app.command("verify", epilog=VERIFY_EPILOG)(verify_command)

@@ -106,6 +106,8 @@ def pull_command(
             typer.echo(f"  {f.status.value:<14} {f.path} ({f.size} bytes){why}")
         if result.snapshot_dir is not None:
             typer.echo(f"released: {result.snapshot_dir}")
+        for entry in result.removed:
+            typer.echo(f"  removed unscanned snapshot entry: {entry}")
         typer.echo(f"quarantine: {result.quarantine_dir}")
         if result.report_path is not None:
             typer.echo(f"report: {result.report_path}")

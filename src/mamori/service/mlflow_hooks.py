@@ -35,6 +35,7 @@ from mamori.lifecycle.mlflow.gate import (
     decide_promotion,
     grant_break_glass,
 )
+from mamori.lifecycle.mlflow.identity import RegistryFacts, VersionIdentity
 from mamori.lifecycle.mlflow.webhook import parse_event, verify_delivery
 from mamori.service.auth import network_guard, requires, scoped_principal
 from mamori.service.problems import problem
@@ -116,12 +117,32 @@ class Doorbell:
 
 
 def _promotion(
-    runtime: Runtime, request: Request, *, name: str, version: str, target: str, actor: str
+    runtime: Runtime,
+    request: Request,
+    *,
+    name: str,
+    version: str,
+    target: str,
+    actor: str,
+    current: RegistryFacts | None,
 ) -> PromotionDecision:
     scoped_principal(request, Scope.GATE)
     return decide_promotion(
-        runtime.lifecycle, name=name, version=version, target=target, actor=actor or "?"
+        runtime.lifecycle,
+        name=name,
+        version=version,
+        target=target,
+        actor=actor or "?",
+        current=current,
     )
+
+
+def _facts(
+    created: int | None, run_id: str, source_uri: str, model_id: str, listing: str
+) -> RegistryFacts | None:
+    if created is None or not listing:
+        return None
+    return RegistryFacts(VersionIdentity(created, run_id, source_uri, model_id), listing)
 
 
 def _in_process_doorbell(runtime: Runtime) -> Doorbell:
@@ -208,15 +229,33 @@ def mlflow_router(
         target: Annotated[str, Query(min_length=1, max_length=255)],
         actor: Annotated[str, Query(max_length=255)] = "",
         source: Annotated[str, Query(pattern="^mlflow$")] = "mlflow",
+        created: Annotated[int | None, Query(ge=0)] = None,
+        run_id: Annotated[str, Query(max_length=255)] = "",
+        source_uri: Annotated[str, Query(max_length=4096)] = "",
+        model_id: Annotated[str, Query(max_length=255)] = "",
+        listing: Annotated[str, Query(pattern=r"^([0-9a-f]{64})?$")] = "",
     ) -> PromotionOut:
-        """Allowed only when every artifact bound to the version is deployable (or break-glass).
+        """Allowed only when the registry still holds the bound object and bytes, all deployable.
 
-        Always 200 for a well-formed question; each decision is audited with the MLflow user.
+        The version must still be the bound registry object, its artifact listing must match
+        the bound manifest, and every bound artifact must be deployable. ``created``,
+        ``run_id``, ``source_uri`` and ``model_id`` are the version's identity as the
+        registry holds it now and ``listing`` the SHA-256 of its current artifact listing (the
+        ``mamori-gate`` plugin reads both in the MLflow server). Without them a bound
+        version is denied. Always 200 for a well-formed question; each decision is audited.
         """
         del source
+        current = _facts(created, run_id, source_uri, model_id, listing)
         # One worker-thread hop for authentication and the decision, as for GET /v1/gate.
         answer = functools.partial(
-            _promotion, runtime, request, name=name, version=version, target=target, actor=actor
+            _promotion,
+            runtime,
+            request,
+            name=name,
+            version=version,
+            target=target,
+            actor=actor,
+            current=current,
         )
         decision = await anyio.to_thread.run_sync(answer)
         return PromotionOut(

@@ -1,7 +1,8 @@
 """Tables of the MLflow integration: webhook deliveries, known registry versions, break-glass.
 
 Kept apart from :mod:`mamori.store.models` (same declarative ``Base``) so the integration's
-schema reads as one unit; revision ``0002`` creates them.
+schema reads as one unit; revision ``0002`` creates them, ``0004`` adds what a version is
+bound to (its registry identity and the manifest of its files).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Enum, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Enum, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mamori.store.base import Base
@@ -94,6 +95,15 @@ class MlflowVersionRow(Base):
     last_alert: Mapped[str] = mapped_column(Text, default="")
     """The last alert raised for this version, so a sweep does not repeat it every run."""
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    identity: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """The registry object the bytes were read from (``VersionIdentity.to_json``)."""
+    manifest: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    """``[path, size, sha256]`` of every bound file (``ManifestEntry.to_json``)."""
+    drift: Mapped[str] = mapped_column(Text, default="")
+    """Why the registry no longer matches the binding; non-empty means undeployable until the
+    version is resolved again (a rescan)."""
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    """When the bytes were last hashed and compared with the manifest."""
 
 
 class BreakGlassRow(Base):

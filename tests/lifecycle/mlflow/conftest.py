@@ -306,6 +306,84 @@ def stack(  # noqa: PLR0915 - one linear setup
                 os.environ[key] = value
 
 
+@dataclass
+class Plain:
+    """A second ``mlflow server`` without the mamori-gate plugin or auth, and no webhook."""
+
+    url: str
+
+    def rest(self, method: str, path: str, **kwargs) -> httpx.Response:
+        return httpx.request(method, f"{self.url}{path}", timeout=30, **kwargs)
+
+    def set_alias(self, name, version, alias) -> httpx.Response:
+        body = {"name": name, "version": version, "alias": alias}
+        return self.rest("POST", "/api/2.0/mlflow/registered-models/alias", json=body)
+
+    def integration(self, mamori: Mamori):
+        """mamori's MLflow integration pointed at this server (same store as ``mamori``)."""
+        from mamori.lifecycle.mlflow.events import build_integration
+
+        settings = mamori.settings.model_copy(
+            update={"mlflow_tracking_uri": self.url, "mlflow_reverify_minutes": 0}
+        )
+        return build_integration(settings, mamori.lifecycle)
+
+
+@pytest.fixture(scope="session")
+def plain(tmp_path_factory, stack) -> Iterator[Plain]:
+    """Servers without the plugin exist: the sweep is what protects them."""
+    root = tmp_path_factory.mktemp("mlflow-plain")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAMORI_", "MLFLOW_"))}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    log = (root / "mlflow.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        cwd=root,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail((root / "mlflow.log").read_text()[-5000:])
+            time.sleep(0.5)
+        yield Plain(url)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
 class _Reduce:
     """Unpickling this runs `true`; nothing in the tests ever unpickles it."""
 
@@ -313,8 +391,21 @@ class _Reduce:
         return (os.system, ("true",))
 
 
-def _register_model(name: str, *, malicious: bool) -> str:
+def _register_model(name: str, *, malicious: bool, tracking_uri: str | None = None) -> str:
     """Log and register a tiny model in MLflow; return the new version number."""
+    import mlflow
+
+    if tracking_uri is None:
+        return _log_model(name, malicious=malicious)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        return _log_model(name, malicious=malicious)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def _log_model(name: str, *, malicious: bool) -> str:
     import mlflow
     import mlflow.pyfunc
 

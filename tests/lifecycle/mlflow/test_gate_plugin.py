@@ -8,6 +8,7 @@ import pytest
 from flask import Flask
 
 from mamori.lifecycle.mlflow.gate_plugin import GateClient, GateConfig, Verdict, install_gate
+from mamori.lifecycle.mlflow.identity import RegistryFacts, VersionIdentity
 
 ALIAS = "/api/2.0/mlflow/registered-models/alias"
 AJAX_ALIAS = "/ajax-api/2.0/mlflow/registered-models/alias"
@@ -20,16 +21,20 @@ class _Recording(GateClient):
         self.allowed = allowed
         self.asked: list[tuple[str, str, str, str]] = []
 
-    def ask(self, *, name: str, version: str, target: str, actor: str) -> Verdict:
+    def ask(self, *, name: str, version: str, target: str, actor: str, current=None) -> Verdict:
         self.asked.append((name, version, target, actor))
+        self.current = current
         return Verdict(allowed=self.allowed, reason="stub")
 
 
-def _app(client: GateClient) -> Flask:
+FACTS = RegistryFacts(VersionIdentity(1, "run", "models:/m-1", "m-1"), "0" * 64)
+
+
+def _app(client: GateClient, facts=lambda _n, _v: FACTS) -> Flask:
     app = Flask("t")
     for rule in (ALIAS, AJAX_ALIAS, STAGE):
         app.add_url_rule(rule, rule, lambda: "written", methods=["POST", "GET"])
-    install_gate(app, client)
+    install_gate(app, client, facts)
     return app
 
 
@@ -103,3 +108,20 @@ def test_the_plugin_refuses_to_start_without_a_gate_url(monkeypatch):
     monkeypatch.delenv("MAMORI_GATE_URL", raising=False)
     with pytest.raises(ConfigError):
         GateConfig.from_settings()
+
+
+def test_the_registry_facts_read_in_the_server_are_sent_with_the_question():
+    client = _Recording(allowed=True)
+    body = {"name": "m", "alias": "production", "version": "7"}
+    assert _app(client).test_client().post(ALIAS, json=body).status_code == 200
+    assert client.current == FACTS
+
+
+def test_facts_that_cannot_be_read_are_a_deny_without_asking_mamori():
+    client = _Recording(allowed=True)
+    body = {"name": "m", "alias": "production", "version": "7"}
+    app = _app(client, facts=lambda _n, _v: "cannot read the version")
+    response = app.test_client().post(ALIAS, json=body)
+    assert response.status_code == 403
+    assert "cannot read the version" in response.get_json()["message"]
+    assert client.asked == []

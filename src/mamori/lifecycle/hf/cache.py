@@ -13,6 +13,10 @@ Every write goes to a temporary name in the destination directory and is renamed
 so a crash never leaves a partial blob under its final name. The ref is written last: until it
 points at the commit, nobody resolving ``main`` sees the new snapshot. An existing blob is
 trusted only if its bytes match the digest it is named after; otherwise it is replaced.
+
+The snapshot directory must end up holding exactly the scanned files: an entry another tool
+left there (a ``pytorch_model.bin`` nobody scanned) would be loaded as part of the "released"
+model. Such entries are removed, and :class:`Release` names them so the pull reports it.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from mamori.errors import RegistryError
 from mamori.lifecycle.hf.client import git_blob_oid
 from mamori.lifecycle.hf.policy import TreeEntry, is_commit_sha
 
-__all__ = ["ReleasedFile", "release", "repo_cache_dir"]
+__all__ = ["Release", "ReleasedFile", "release", "repo_cache_dir"]
 
 _CHUNK: Final = 1 << 20
 
@@ -44,6 +48,14 @@ class ReleasedFile:
     source: Path
 
 
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Where the snapshot is, and which unscanned entries were removed from it."""
+
+    snapshot: Path
+    removed: tuple[str, ...]
+
+
 def repo_cache_dir(cache_dir: Path, repo_id: str) -> Path:
     """``<cache>/models--org--name`` (``huggingface_hub.file_download.repo_folder_name``)."""
     return cache_dir / "--".join(["models", *repo_id.split("/")])
@@ -51,10 +63,10 @@ def repo_cache_dir(cache_dir: Path, repo_id: str) -> Path:
 
 def release(
     cache_dir: Path, repo_id: str, commit: str, revision: str, files: Sequence[ReleasedFile]
-) -> Path:
+) -> Release:
     """Copy ``files`` into the cache, link the snapshot, then point ``refs/<revision>`` at it.
 
-    Returns the snapshot directory.
+    Every entry of ``snapshots/<commit>/`` that is not one of ``files`` is removed first.
     """
     if not is_commit_sha(commit):
         msg = f"not a commit sha: {commit[:80]!r}"
@@ -65,6 +77,10 @@ def release(
     try:
         blobs.mkdir(parents=True, exist_ok=True)
         snapshot.mkdir(parents=True, exist_ok=True)
+        if snapshot.is_symlink() or not snapshot.is_dir():
+            msg = f"{snapshot} is not a plain directory; refusing to release into it"
+            raise RegistryError(msg)
+        removed = _remove_strays(snapshot, {item.entry.path for item in files})
         for item in files:
             etag = item.entry.lfs_sha256 or item.entry.git_oid
             blob = blobs / etag
@@ -80,7 +96,35 @@ def release(
     except OSError as exc:
         msg = f"cannot release {repo_id}@{commit} into {cache_dir}: {exc.strerror or exc}"
         raise RegistryError(msg) from exc
-    return snapshot
+    return Release(snapshot, removed)
+
+
+def _remove_strays(snapshot: Path, keep: set[str]) -> tuple[str, ...]:
+    """Delete every entry under ``snapshot`` that is neither a kept file nor a folder of one.
+
+    Removed before the scanned files are linked, so no moment exists in which the snapshot
+    holds both the scanned files and an unscanned one under a name the loader would read.
+    """
+    folders = {str(Path(path).parent) for path in keep} - {"."}
+    folders |= {str(parent) for f in folders for parent in Path(f).parents} - {"."}
+    removed: list[str] = []
+    for folder, dirs, names in os.walk(snapshot, topdown=True, followlinks=False):
+        base = Path(folder)
+        for name in sorted(dirs):
+            full = base / name
+            rel = full.relative_to(snapshot).as_posix()
+            if rel not in folders or full.is_symlink():
+                # A linked folder is never ours (we only link files): remove the link itself.
+                full.unlink() if full.is_symlink() else shutil.rmtree(full)
+                removed.append(rel + "/")
+                dirs.remove(name)
+        for name in sorted(names):
+            full = base / name
+            rel = full.relative_to(snapshot).as_posix()
+            if rel not in keep:
+                full.unlink()
+                removed.append(rel)
+    return tuple(sorted(removed))
 
 
 def _holds(blob: Path, entry: TreeEntry) -> bool:

@@ -121,6 +121,7 @@ class PullResult:
         manifest_path: ``pull.json`` in the quarantine directory (this result as JSON).
         report_path: ``report.json`` (scan reports of every scanned file), or ``None``.
         snapshot_dir: the released ``snapshots/<commit>`` directory, or ``None``.
+        removed: unscanned entries found in that directory and removed before release.
     """
 
     repo_id: str
@@ -133,6 +134,8 @@ class PullResult:
     manifest_path: Path
     report_path: Path | None = None
     snapshot_dir: Path | None = None
+    removed: tuple[str, ...] = ()
+    """Entries of the snapshot directory that were not scanned files, removed on release."""
 
     @property
     def released(self) -> bool:
@@ -157,6 +160,7 @@ class PullResult:
             "quarantine_dir": str(self.quarantine_dir),
             "report_path": None if self.report_path is None else str(self.report_path),
             "snapshot_dir": None if self.snapshot_dir is None else str(self.snapshot_dir),
+            "removed": list(self.removed),
             "files": [
                 {
                     "path": f.path,
@@ -472,10 +476,10 @@ def _scan_and_release(job: _Job, state: _State) -> PullResult:
     scanned = bool(released)
     outcome = PullOutcome.REFUSED
     snapshot = None
+    removed: tuple[str, ...] = ()
     if scanned and not state.reasons:
-        snapshot = release(
-            job.settings.hf_cache_dir, job.repo_id, job.commit, job.revision, released
-        )
+        done = release(job.settings.hf_cache_dir, job.repo_id, job.commit, job.revision, released)
+        snapshot, removed = done.snapshot, done.removed
         outcome = PullOutcome.RELEASED
         # The blob store keeps the scanned bytes and the cache the released copy; the download
         # area of a released pull is no longer needed. Refused pulls keep theirs.
@@ -493,6 +497,7 @@ def _scan_and_release(job: _Job, state: _State) -> PullResult:
         manifest_path=qdir / "pull.json",
         report_path=report_path,
         snapshot_dir=snapshot,
+        removed=removed,
     )
     write_json(result.manifest_path, result.to_dict())
     return result
@@ -558,5 +563,13 @@ def _audit(lifecycle: Lifecycle, principal: Principal, result: PullResult) -> No
             action="hf-pull",
             resource=result.uri,
             decision=result.outcome.value,
-            reason="; ".join(result.reasons)[:2000] or f"released {len(result.files)} file(s)",
+            reason="; ".join(result.reasons)[:2000] or _released_text(result),
         )
+
+
+def _released_text(result: PullResult) -> str:
+    text = f"released {len(result.files)} file(s)"
+    if result.removed:
+        # Someone else wrote into the snapshot; the security team wants to know who and why.
+        text += "; removed unscanned snapshot entries: " + ", ".join(result.removed)
+    return text[:2000]

@@ -37,11 +37,17 @@ from mamori.lifecycle.mlflow.webhook import (
     EventData,
     EventKind,
     ModelVersionData,
+    PromptVersionData,
     TagData,
 )
 from mamori.lifecycle.service import Lifecycle
 from mamori.store.db import Store
-from mamori.store.models_mlflow import DeliveryRow, DeliveryStatus, VersionStatus
+from mamori.store.models_mlflow import (
+    DeliveryRow,
+    DeliveryStatus,
+    MlflowVersionRow,
+    VersionStatus,
+)
 
 __all__ = ["MlflowIntegration", "SweepReport", "build_integration", "record_delivery"]
 
@@ -111,6 +117,7 @@ class MlflowIntegration:
             client,
             protected=settings.mlflow_protected_aliases,
             remove=settings.mlflow_remove_unapproved_alias,
+            facts=self.resolver.facts,
         )
 
     # --- webhook work ----------------------------------------------------------------------
@@ -184,15 +191,19 @@ class MlflowIntegration:
     def _act(self, kind: EventKind, data: dict[str, object]) -> None:
         if kind is EventKind.REGISTERED_MODEL_CREATED:
             return  # a new name has no bytes yet; its versions arrive as their own events
-        if kind in {EventKind.MODEL_VERSION_CREATED, EventKind.MODEL_VERSION_TAG_SET}:
-            parsed = (
-                ModelVersionData.model_validate(data)
-                if kind is EventKind.MODEL_VERSION_CREATED
-                else TagData.model_validate(data)
-            )
+        versioned: dict[EventKind, type[ModelVersionData | TagData | PromptVersionData]] = {
+            EventKind.MODEL_VERSION_CREATED: ModelVersionData,
+            EventKind.MODEL_VERSION_TAG_SET: TagData,
+            EventKind.PROMPT_VERSION_CREATED: PromptVersionData,
+        }
+        model = versioned.get(kind)
+        if model is not None:
+            # A created event for a version mamori bound before is a delete and re-create:
+            # the resolver sees the changed identity and binds the new object's bytes.
+            parsed = model.model_validate(data)
             self._resolve(parsed.name, parsed.version)
             return
-        alias = AliasData.model_validate(data)
+        alias = AliasData.model_validate(data)  # a model or a prompt alias: same check
         result = self.resolver.resolve(alias.name, alias.version)
         if result.status is VersionStatus.GONE:
             return  # nothing to protect (MLflow's test deliveries name a model that is absent)
@@ -218,15 +229,33 @@ class MlflowIntegration:
             self.lifecycle, self.client, self.settings.mlflow_protected_aliases, rescan=rescan
         )
 
+    def reverify(self, targets: tuple[Target, ...], *, older_than: timedelta) -> int:
+        """Re-hash the versions behind ``targets`` last verified before ``older_than`` ago.
+
+        Returns how many differed from their manifest (each is recorded as drift, so the
+        guard then removes the alias or archives the stage).
+        """
+        cutoff = datetime.now(UTC) - older_than
+        with self.lifecycle.store.read() as session:
+            fresh = {
+                (row.name, row.version)
+                for row in session.execute(select(MlflowVersionRow)).scalars()
+                if row.verified_at is not None and _aware(row.verified_at) > cutoff
+            }
+        keys = sorted({(t.name, t.version) for t in targets} - fresh)
+        return sum(bool(self.resolver.rehash(name, version)) for name, version in keys)
+
     def sweep(
         self,
         *,
         rescan: bool = False,
         resolve: Callable[[str, str, bool], Resolution | None] | None = None,
     ) -> SweepReport:
-        """Resolve every unseen version (all, when ``rescan``), check protected targets, mirror.
+        """Resolve, re-verify, check protected targets and mirror verdicts.
 
-        ``resolve`` replaces in-process resolution (the job queue passes one that enqueues).
+        Resolves every unseen or changed version (all, when ``rescan``) and re-hashes the
+        versions holding a protected target before checking those targets. ``resolve``
+        replaces in-process resolution (the job queue passes one that enqueues).
         """
         plan = self.plan(rescan=rescan)
         run = resolve or (lambda n, v, force: self.resolver.resolve(n, v, force=force))
@@ -239,6 +268,8 @@ class MlflowIntegration:
                 resolved += 1
             else:
                 failed += 1
+        every = timedelta(minutes=self.settings.mlflow_reverify_minutes)
+        self.reverify(plan.protected, older_than=every)
         denied = sum(not self.guard.check(t, origin="sweep") for t in plan.protected)
         tags = mirror_verdicts(self.lifecycle, self.client, plan.seen)
         self._forget_old_deliveries()
@@ -254,6 +285,11 @@ class MlflowIntegration:
                     DeliveryRow.received_at < cutoff, DeliveryRow.status != DeliveryStatus.PENDING
                 )
             )
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite returns naive datetimes for timezone-aware columns; they were written in UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class _RetryError(MamoriError):

@@ -1,9 +1,15 @@
 """Promotion decisions for MLflow: may this version take this protected alias (or stage)?
 
-The answer comes only from mamori's store: every artifact bound to the version must be
-deployable (:meth:`Lifecycle.gate_binding`). Registry tags are never read. An admin may grant
-a *break-glass* exception for one exact name/version/alias, with MFA and a written reason,
-for a limited time; granting and every use of it are audited.
+The answer comes from mamori's store and the registry's current facts: the version must still
+be the registry object mamori bound (:class:`~mamori.lifecycle.mlflow.identity.VersionIdentity`:
+a rename or a delete and re-create is a different object), its current artifact listing must
+match the bound manifest, and every bound artifact must be deployable
+(:meth:`Lifecycle.gate_binding`). A mismatch is recorded as *drift*: the version stays
+undeployable until it is resolved again (a rescan). Registry tags are never read.
+
+An admin may grant a *break-glass* exception for one exact name/version/alias, with MFA and a
+written reason, for a limited time; granting and every use of it are audited. It overrides a
+verdict, never a drift: the grant was made for the object and bytes the admin looked at.
 """
 
 from __future__ import annotations
@@ -17,9 +23,15 @@ from sqlalchemy import select
 from mamori.errors import AccessDeniedError, ConfigError
 from mamori.identity.principal import Principal
 from mamori.lifecycle.authz import Action, has_mfa
+from mamori.lifecycle.mlflow.identity import (
+    ManifestEntry,
+    RegistryFacts,
+    VersionIdentity,
+    listing_difference,
+)
 from mamori.lifecycle.service import Lifecycle
 from mamori.store.db import audit_append
-from mamori.store.models_mlflow import BreakGlassRow
+from mamori.store.models_mlflow import BreakGlassRow, MlflowVersionRow, VersionStatus
 
 __all__ = [
     "MAX_BREAK_GLASS",
@@ -31,6 +43,7 @@ __all__ = [
     "decide_promotion",
     "grant_break_glass",
     "is_protected",
+    "registry_mismatch",
 ]
 
 SOURCE: Final = "mlflow"
@@ -78,6 +91,23 @@ class BreakGlass:
     expires_at: datetime
 
 
+def registry_mismatch(row: MlflowVersionRow | None, current: RegistryFacts | None) -> str:
+    """Why the registry no longer holds what was bound ("" when it does, or nothing was)."""
+    if row is None or row.status is not VersionStatus.RESOLVED:
+        # Nothing bound now: the verdict check denies (a break-glass grant may allow).
+        return ""
+    if row.drift:
+        return f"undeployable until rescanned: {row.drift}"
+    if row.identity is None or row.manifest is None:
+        return "bound before registry identities were recorded; undeployable until rescanned"
+    if current is None:
+        return "the registry's current identity and listing were not supplied; failing closed"
+    changed = VersionIdentity.from_json(row.identity).difference(current.identity)
+    if changed:
+        return changed
+    return listing_difference([ManifestEntry.from_json(e) for e in row.manifest], current)
+
+
 def decide_promotion(
     lifecycle: Lifecycle,
     *,
@@ -85,18 +115,46 @@ def decide_promotion(
     version: str,
     target: str,
     actor: str,
+    current: RegistryFacts | None,
     audit: bool = True,
 ) -> PromotionDecision:
     """Decide whether ``name``/``version`` may take ``target`` (an alias or ``Production``).
 
-    Allowed when every bound artifact is deployable, or an unexpired break-glass grant names
-    exactly this version and target. Each decision is audited with the MLflow user that asked.
+    ``current`` is what the registry holds now (identity and artifact listing). Allowed when
+    it matches the binding and every bound artifact is deployable, or, when only the verdict
+    says no, an unexpired break-glass grant names exactly this version and target. Each
+    decision is audited with the MLflow user that asked; a mismatch is recorded as drift.
     """
     result = lifecycle.gate_binding(SOURCE, name, version, Action.DEPLOY)
-    decision = PromotionDecision(allowed=result.allowed, reason=result.reason)
+    allowed, reason = result.allowed, result.reason
     resource = f"{SOURCE}:{name}/{version}@{target}"
     with lifecycle.store.write() as session:
-        if not result.allowed:
+        row = session.execute(
+            select(MlflowVersionRow).where(
+                MlflowVersionRow.name == name, MlflowVersionRow.version == version
+            )
+        ).scalar()
+        if row is not None and row.status is not VersionStatus.RESOLVED and allowed:
+            # Old bindings of a version mamori could no longer bind (gone, unreadable) must
+            # not vouch for whatever the registry holds under its name now.
+            allowed = False
+            reason = f"{SOURCE}:{name}/{version} could not be bound again: {row.error or ''}"
+        decision = PromotionDecision(allowed=allowed, reason=reason)
+        mismatch = registry_mismatch(row, current)
+        if mismatch:
+            decision = PromotionDecision(allowed=False, reason=mismatch)
+            if row is not None and current is not None and not row.drift and row.identity:
+                row.drift = mismatch
+                audit_append(
+                    session,
+                    principal=MLFLOW_PRINCIPAL,
+                    action="mlflow-drift",
+                    resource=f"{SOURCE}:{name}/{version}",
+                    decision="not-deployable",
+                    policy_ids=("mamori-gate",),
+                    reason=f"promotion check: {mismatch}; undeployable until rescanned",
+                )
+        elif not allowed:
             grant = session.execute(
                 select(BreakGlassRow)
                 .where(
@@ -114,7 +172,7 @@ def decide_promotion(
                     reason=(
                         f"break-glass #{grant.id} by {grant.granted_by} until "
                         f"{_aware(grant.expires_at).isoformat()}: {grant.reason} "
-                        f"(the gate alone would deny: {result.reason})"
+                        f"(the gate alone would deny: {reason})"
                     ),
                     break_glass=True,
                 )

@@ -9,11 +9,15 @@ The hook matches the two promotion writes on every prefix Flask routes them unde
 ``/ajax-api``, a ``--static-prefix``): ``POST …/mlflow/registered-models/alias`` with a
 protected alias, and ``POST …/mlflow/model-versions/transition-stage`` to Production. It parses
 the body with MLflow's own request parser (``handlers._get_request_message``), so the hook
-judges exactly the name, version and alias the handler will act on. It then asks mamori
-``GET /v1/gate/binding`` with a ``gate``-scoped API token, over one kept-alive connection per
-server thread. Anything but a clear yes (a deny,
-a timeout, a connection error, a non-200, an unparsable request) is a 403 with the reason:
-the gate fails closed.
+judges exactly the name, version and alias the handler will act on. It reads, in this server
+process, what the registry holds now for that version: its identity (creation timestamp, run
+id, ``source``, logged model id) from the registry store, and the ``(path, size)`` listing of
+its artifacts from the artifact store (``--artifacts-destination`` for ``mlflow-artifacts:``
+locations). It then asks mamori ``GET /v1/gate/binding`` with those facts and a
+``gate``-scoped API token, over one kept-alive connection per server thread; mamori compares
+them with what it bound. Anything but a clear yes (a deny, facts that cannot be read, a
+timeout, a connection error, a non-200, an unparsable request) is a 403 with the reason: the
+gate fails closed.
 
 Configuration (environment of the MLflow server): ``MAMORI_GATE_URL``, ``MAMORI_GATE_TOKEN``,
 ``MAMORI_GATE_TIMEOUT_SECONDS`` and ``MAMORI_MLFLOW_PROTECTED_ALIASES`` (JSON list).
@@ -26,6 +30,7 @@ import json
 import re
 import threading
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Final
@@ -36,8 +41,12 @@ from flask import Flask, Response, make_response, request
 from mamori.config import load_settings
 from mamori.errors import ConfigError
 from mamori.lifecycle.mlflow.gate import PRODUCTION_STAGE, SOURCE, is_protected
+from mamori.lifecycle.mlflow.identity import UNKNOWN_SIZE, RegistryFacts, VersionIdentity
 
-__all__ = ["GateClient", "GateConfig", "create_app", "install_gate"]
+__all__ = ["FactsReader", "GateClient", "GateConfig", "create_app", "install_gate", "server_facts"]
+
+FactsReader = Callable[[str, str], "RegistryFacts | str"]
+"""Reads a version's current identity and listing (or says why it cannot)."""
 
 _log = structlog.get_logger("mamori.mlflow.gate")
 
@@ -47,6 +56,7 @@ _STAGE_RULE: Final = re.compile(
 )
 _VERSION: Final = re.compile(r"^[1-9][0-9]{0,17}$")
 _MAX_ANSWER: Final = 64 * 1024
+_MAX_LISTED: Final = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +142,30 @@ class GateClient:
             return response.status, body
         raise http.client.HTTPException("unreachable")  # pragma: no cover - loop returns
 
-    def ask(self, *, name: str, version: str, target: str, actor: str) -> Verdict:
-        """May ``name``/``version`` take ``target``? Never raises."""
-        query = urllib.parse.urlencode(
-            {"source": SOURCE, "name": name, "version": version, "target": target, "actor": actor}
-        )
+    def ask(
+        self,
+        *,
+        name: str,
+        version: str,
+        target: str,
+        actor: str,
+        current: RegistryFacts | None = None,
+    ) -> Verdict:
+        """May ``name``/``version`` (now ``current`` in the registry) take ``target``?
+
+        Never raises.
+        """
+        params = {"source": SOURCE, "name": name, "version": version, "target": target}
+        params["actor"] = actor
+        if current is not None:
+            params |= {
+                "created": str(current.identity.created),
+                "run_id": current.identity.run_id,
+                "source_uri": current.identity.source,
+                "model_id": current.identity.model_id,
+                "listing": current.listing_digest,
+            }
+        query = urllib.parse.urlencode(params)
         try:
             status, raw = self._get(f"{self._base}/v1/gate/binding?{query}")
         except (OSError, http.client.HTTPException) as exc:
@@ -207,7 +236,56 @@ def _is_gated(kind: str, target: str, protected: tuple[str, ...]) -> bool:
     return target == PRODUCTION_STAGE
 
 
-def install_gate(flask_app: Flask, client: GateClient) -> None:
+def server_facts(name: str, version: str) -> RegistryFacts | str:
+    """The version's identity and artifact listing, read inside the MLflow server process."""
+    # The server's own stores: no HTTP round trip, and exactly what the handler will act on.
+    from mlflow.server.handlers import (  # noqa: PLC0415 - only inside an MLflow server
+        _get_artifact_repo_mlflow_artifacts,
+        _get_model_registry_store,
+    )
+    from mlflow.store.artifact.artifact_repository_registry import (  # noqa: PLC0415
+        get_artifact_repository,
+    )
+
+    try:
+        store: Any = _get_model_registry_store()
+        identity = VersionIdentity.of(store.get_model_version(name, version))
+        uri = str(store.get_model_version_download_uri(name, version))
+        parts = urllib.parse.urlsplit(uri)
+        if parts.scheme == "mlflow-artifacts":
+            repo: Any = _get_artifact_repo_mlflow_artifacts()  # type: ignore[no-untyped-call]
+            root = parts.path.strip("/")
+        else:
+            repo, root = get_artifact_repository(uri), ""
+        return RegistryFacts.from_listing(identity, _listing(repo, root))
+    except Exception as exc:  # noqa: BLE001 - facts we cannot read are a deny, with the reason
+        message = getattr(exc, "message", None) or type(exc).__name__
+        return f"cannot read the version's current identity and artifacts: {str(message)[:200]}"
+
+
+def _listing(repo: Any, root: str) -> list[tuple[str, int]]:
+    """``(path relative to root, size)`` of every file under ``root`` in ``repo``."""
+    found: list[tuple[str, int]] = []
+    folders: list[str | None] = [root or None]
+    prefix = f"{root}/" if root else ""
+    while folders:
+        for info in repo.list_artifacts(folders.pop()):
+            if len(found) + len(folders) > _MAX_LISTED:
+                msg = f"more than {_MAX_LISTED} artifact entries"
+                raise ValueError(msg)
+            if info.is_dir:
+                folders.append(info.path)
+                continue
+            path = str(info.path)
+            if not path.startswith(prefix):
+                msg = f"listed path {path[:80]!r} is outside the version's artifacts"
+                raise ValueError(msg)
+            size = UNKNOWN_SIZE if info.file_size is None else int(info.file_size)
+            found.append((path[len(prefix) :], size))
+    return found
+
+
+def install_gate(flask_app: Flask, client: GateClient, facts: FactsReader = server_facts) -> None:
     """Register the promotion hook on ``flask_app`` (after basic-auth's own hook)."""
 
     def _mamori_gate() -> Response | None:
@@ -223,7 +301,13 @@ def install_gate(flask_app: Flask, client: GateClient) -> None:
         if not _VERSION.fullmatch(version):
             return _deny(f"version {version[:40]!r} is not a version number")
         actor = request.authorization.username if request.authorization else ""
-        verdict = client.ask(name=name, version=version, target=target, actor=actor or "")
+        current = facts(name, version)
+        if isinstance(current, str):
+            verdict = Verdict(allowed=False, reason=current)
+        else:
+            verdict = client.ask(
+                name=name, version=version, target=target, actor=actor or "", current=current
+            )
         _log.info(
             "mamori_gate",
             name=name,

@@ -7,13 +7,18 @@ itself reports (``get_model_version_download_uri``). Every file (an MLflow pyfun
 ``python_model.pkl`` is a cloudpickle) is copied into the content-addressed quarantine and bound
 as ``mlflow:<name>/<version>`` with its relative path, so the gate can require *all* of them.
 
-Re-resolving a version whose files changed in place adds bindings to the new digests and keeps
-the old ones: :meth:`Lifecycle.gate_binding` then requires the new, unreviewed bytes to be
-approved too (fail closed).
+The version is bound to the registry object (:class:`VersionIdentity`) and to the manifest
+of its files (path, size, SHA-256). Resolving again (a rescan, or a webhook naming a version
+whose identity changed: deleted and re-registered, or another model renamed onto the name)
+replaces the bindings with exactly the files read now and records the new identity and
+manifest; the bytes then need their own approval. Registry calls go through MLflow's
+``ModelRegistryClient``: the public ``MlflowClient`` refuses most calls on a model tagged
+``mlflow.prompt.is_prompt`` (``_raise_if_prompt``), a tag any EDIT user can set.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -21,23 +26,33 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 import structlog
 from mlflow.artifacts import download_artifacts
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking import MlflowClient
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from mamori.errors import MamoriError, RegistryError
 from mamori.identity.principal import Principal
 from mamori.lifecycle.mlflow.gate import SOURCE
+from mamori.lifecycle.mlflow.identity import (
+    UNKNOWN_SIZE,
+    Listing,
+    ManifestEntry,
+    RegistryFacts,
+    VersionIdentity,
+    manifest_difference,
+)
 from mamori.lifecycle.service import Lifecycle
 from mamori.store.db import audit_append
+from mamori.store.models import ArtifactRow, BindingRow
 from mamori.store.models_mlflow import MlflowVersionRow, VersionStatus
 
-__all__ = ["SYNC_PRINCIPAL", "Resolution", "Resolver"]
+__all__ = ["SYNC_PRINCIPAL", "Resolution", "Resolver", "registry_of"]
 
 _log = structlog.get_logger("mamori.mlflow")
 
@@ -56,6 +71,19 @@ _NOT_FOUND: Final = "RESOURCE_DOES_NOT_EXIST"
 
 _MAX_LISTED: Final = 100_000
 """Artifact entries listed per version before the listing is refused as hostile."""
+
+
+def registry_of(client: MlflowClient) -> Any:  # mlflow's ModelRegistryClient (untyped)
+    """The registry client under ``client``, which does not refuse prompt-tagged models."""
+    return client._get_registry_client()  # type: ignore[no-untyped-call]  # noqa: SLF001 - see the module docstring
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _error_text(exc: Exception) -> str:
@@ -106,17 +134,32 @@ class Resolver:
                 )
             ).scalar()
 
+    def bound(self, name: str, version: str) -> tuple[VersionIdentity | None, str]:
+        """The bound identity (``None``: not resolved) and the recorded drift."""
+        with self.lifecycle.store.read() as session:
+            row = _row(session, name, version)
+            if row is None or row.status is not VersionStatus.RESOLVED or row.identity is None:
+                return None, ""
+            return VersionIdentity.from_json(row.identity), row.drift or ""
+
     def resolve(self, name: str, version: str, *, force: bool = False) -> Resolution:
-        """Bind this version's bytes (again when ``force``); never raises for registry errors."""
-        if not force and self.status(name, version) is VersionStatus.RESOLVED:
-            return Resolution(name, version, VersionStatus.RESOLVED)
+        """Bind this version's bytes; never raises for registry errors.
+
+        A version already bound to the same registry object, with no drift recorded, is left
+        alone unless ``force``.
+        """
+        registry = registry_of(self.client)
         try:
-            model_version = self.client.get_model_version(name, version)
+            model_version = registry.get_model_version(name, version)
+            identity = VersionIdentity.of(model_version)
+            bound, drift = self.bound(name, version)
+            if not force and not drift and bound == identity:
+                return Resolution(name, version, VersionStatus.RESOLVED)
             if model_version.status != _READY:
                 return self._record(
                     name, version, VersionStatus.FAILED, error=f"status {model_version.status}"
                 )
-            uri = self.client.get_model_version_download_uri(name, version)
+            uri = registry.get_model_version_download_uri(name, version)
         except MlflowException as exc:
             gone = exc.error_code == _NOT_FOUND
             return self._record(
@@ -131,7 +174,7 @@ class Resolver:
             files, problem = self._files(local) if local is not None else ([], problem)
             if problem:
                 return self._record(name, version, VersionStatus.FAILED, error=problem)
-            digests = []
+            manifest = []
             for path, member in files:
                 blob = self.lifecycle.blobs.put_file(path)
                 self.lifecycle.register(
@@ -142,10 +185,102 @@ class Resolver:
                     version=version,
                     member_path=member,
                 )
-                digests.append(blob.sha256)
+                manifest.append(ManifestEntry(member, blob.size, blob.sha256))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return self._record(name, version, VersionStatus.RESOLVED, digests=tuple(digests))
+        return self._record(
+            name,
+            version,
+            VersionStatus.RESOLVED,
+            digests=tuple(e.sha256 for e in manifest),
+            bound=(identity, tuple(manifest)),
+        )
+
+    # --- what the registry holds now -------------------------------------------------------
+
+    def facts(self, name: str, version: str) -> RegistryFacts | str:
+        """The version's current identity and artifact listing, or why they cannot be read."""
+        registry = registry_of(self.client)
+        try:
+            identity = VersionIdentity.of(registry.get_model_version(name, version))
+            uri = registry.get_model_version_download_uri(name, version)
+            return RegistryFacts.from_listing(identity, self.listing(uri))
+        except Exception as exc:  # noqa: BLE001 - any failure is a deny, with its reason
+            return f"cannot read the registry's current version: {_error_text(exc)[:300]}"
+
+    def listing(self, uri: str) -> Listing:
+        """``(path, size)`` of every file the artifact store lists under ``uri``."""
+        repo = get_artifact_repository(artifact_uri=uri, tracking_uri=self.tracking_uri)
+        found: list[tuple[str, int]] = []
+        folders: list[str | None] = [None]
+        while folders:
+            for info in repo.list_artifacts(folders.pop()):
+                if len(found) + len(folders) > _MAX_LISTED:
+                    msg = f"more than {_MAX_LISTED} artifact entries"
+                    raise RegistryError(msg)
+                if info.is_dir:
+                    folders.append(info.path)
+                else:
+                    size = UNKNOWN_SIZE if info.file_size is None else int(info.file_size)
+                    found.append((info.path, size))
+        return tuple(sorted(found))
+
+    def rehash(self, name: str, version: str) -> str:
+        """Download the version again, hash every file, compare with the bound manifest.
+
+        Returns the difference ("" when the bytes are the bound ones). A difference, or bytes
+        that cannot be read, is recorded as drift: the version is undeployable until resolved
+        again. Used by the sweep for versions holding a protected alias or stage only.
+        """
+        with self.lifecycle.store.read() as session:
+            row = _row(session, name, version)
+            if row is None or row.status is not VersionStatus.RESOLVED or row.manifest is None:
+                return ""  # nothing bound: the gate already denies it
+            bound = [ManifestEntry.from_json(e) for e in row.manifest]
+            identity = None if row.identity is None else VersionIdentity.from_json(row.identity)
+        problem = ""
+        registry = registry_of(self.client)
+        staging = Path(tempfile.mkdtemp(prefix="mlflow-verify-", dir=self.staging_dir))
+        try:
+            current = VersionIdentity.of(registry.get_model_version(name, version))
+            problem = identity.difference(current) if identity is not None else ""
+            if not problem:
+                uri = registry.get_model_version_download_uri(name, version)
+                local, problem = self._download(uri, staging)
+                files, problem = self._files(local) if local is not None else ([], problem)
+                now = [ManifestEntry(m, p.stat().st_size, _sha256(p)) for p, m in files]
+                problem = problem or manifest_difference(bound, now)
+        except Exception as exc:  # noqa: BLE001 - unreadable bytes cannot be vouched for
+            problem = f"re-verification failed: {_error_text(exc)[:300]}"
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.record_drift(name, version, problem, origin="re-hash")
+        return problem
+
+    def record_drift(self, name: str, version: str, problem: str, *, origin: str) -> None:
+        """Mark the version undeployable until rescanned (or verified, when ``problem`` is "")."""
+        now = datetime.now(UTC)
+        with self.lifecycle.store.write() as session:
+            row = _row(session, name, version)
+            if row is None:
+                return
+            if not problem:
+                row.verified_at = now
+                return
+            if row.drift == problem:
+                return
+            row.drift = problem
+            row.updated_at = now
+            audit_append(
+                session,
+                principal="mamori|mlflow",
+                action="mlflow-drift",
+                resource=f"{SOURCE}:{name}/{version}",
+                decision="not-deployable",
+                policy_ids=("mamori-gate",),
+                reason=f"{origin}: {problem}; undeployable until rescanned",
+            )
+        _log.warning("mlflow_drift", name=name, version=version, problem=problem, origin=origin)
 
     def _download(self, uri: str, staging: Path) -> tuple[Path | None, str]:
         """Download into ``staging`` unless the listing already exceeds the limit."""
@@ -216,15 +351,15 @@ class Resolver:
         *,
         digests: tuple[str, ...] = (),
         error: str = "",
+        bound: tuple[VersionIdentity, tuple[ManifestEntry, ...]] | None = None,
     ) -> Resolution:
         now = datetime.now(UTC)
         with self.lifecycle.store.write() as session:
-            row = session.execute(
-                select(MlflowVersionRow).where(
-                    MlflowVersionRow.name == name, MlflowVersionRow.version == version
-                )
-            ).scalar()
+            row = _row(session, name, version)
             previous = None if row is None else row.status
+            rebound = ""
+            if bound is not None:
+                rebound = _rebind(session, row, (name, version), bound)
             if row is None:
                 row = MlflowVersionRow(
                     name=name, version=version, status=status, files=0, attempts=0, updated_at=now
@@ -237,6 +372,20 @@ class Resolver:
             row.mirrored = row.mirrored or ""
             row.last_alert = row.last_alert or ""
             row.updated_at = now
+            if bound is not None:
+                row.identity = bound[0].to_json()
+                row.manifest = [e.to_json() for e in bound[1]]
+                row.drift = ""
+                row.verified_at = now
+            if rebound:
+                audit_append(
+                    session,
+                    principal="mamori|mlflow",
+                    action="mlflow-rebind",
+                    resource=f"{SOURCE}:{name}/{version}",
+                    decision=status.value,
+                    reason=rebound,
+                )
             if previous is not status:
                 audit_append(
                     session,
@@ -249,3 +398,46 @@ class Resolver:
         if error:
             _log.warning("mlflow_resolve", name=name, version=version, status=status, error=error)
         return Resolution(name, version, status, digests, error)
+
+
+def _row(session: Session, name: str, version: str) -> MlflowVersionRow | None:
+    return session.execute(
+        select(MlflowVersionRow).where(
+            MlflowVersionRow.name == name, MlflowVersionRow.version == version
+        )
+    ).scalar()
+
+
+def _rebind(
+    session: Session,
+    row: MlflowVersionRow | None,
+    key: tuple[str, str],
+    bound: tuple[VersionIdentity, tuple[ManifestEntry, ...]],
+) -> str:
+    """Drop every binding of the version that is not in ``manifest``; say what changed."""
+    (name, version), (identity, manifest) = key, bound
+    keep = {(e.sha256, e.path) for e in manifest}
+    stale = [
+        binding_id
+        for binding_id, sha, member in session.execute(
+            select(BindingRow.id, ArtifactRow.sha256, BindingRow.member_path)
+            .join(ArtifactRow, BindingRow.artifact_id == ArtifactRow.id)
+            .where(
+                BindingRow.source == SOURCE,
+                BindingRow.name == name,
+                BindingRow.version == version,
+            )
+        )
+        if (sha, member) not in keep
+    ]
+    if stale:
+        session.execute(delete(BindingRow).where(BindingRow.id.in_(stale)))
+    if row is None or row.identity is None:
+        return f"{len(stale)} stale binding(s) dropped" if stale else ""
+    before = VersionIdentity.from_json(row.identity)
+    changed = before.difference(identity)
+    old = [ManifestEntry.from_json(e) for e in row.manifest or []]
+    changed = "; ".join(x for x in (changed, manifest_difference(old, manifest)) if x)
+    if not changed and not stale:
+        return ""
+    return f"bound again to the registry's current object and bytes: {changed or 'unchanged'}"

@@ -2,9 +2,20 @@
 
 MLflow delivers webhooks fire-and-forget (at most ``MLFLOW_WEBHOOK_REQUEST_MAX_RETRIES`` = 3
 retries, no outbox), and stage transitions, renames and deletes send no event at all. So the
-sweep lists every version (``search_model_versions``, which also reports aliases and stages),
-resolves any version the store has not bound, and checks every protected alias and every
-Production stage against the gate. mamori stays correct when every webhook is lost.
+sweep lists the registry, resolves every version the store has not bound (or bound to another
+registry object: a rename or a delete and re-create changes the identity), re-hashes the
+versions that hold a protected alias or stage, and checks each of those targets against the
+gate. mamori stays correct when every webhook is lost.
+
+Where MLflow 3 really reports things (checked against its REST API and SQL store):
+
+- ``search_model_versions`` returns every alias list empty ("may not have aliases populated
+  for performance reasons"); ``search_registered_models`` returns each model's aliases.
+- Both searches leave out prompts: a registered model tagged ``mlflow.prompt.is_prompt=true``
+  is missing from ``search_registered_models``, and one version tagged so removes *every*
+  version of its model from ``search_model_versions``. Any EDIT user can set either tag. So
+  each search runs twice (normal, and filtered on that tag), and the versions of a model that
+  the version search hides are read one by one, up to the highest version number seen.
 
 Enforcement (:class:`AliasGuard`) is the defence in depth for servers without the gate plugin:
 a protected alias on a version mamori does not allow raises an ``alert`` audit record and, when
@@ -17,10 +28,9 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 import structlog
-from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sqlalchemy import select
@@ -33,6 +43,8 @@ from mamori.lifecycle.mlflow.gate import (
     decide_promotion,
     is_protected,
 )
+from mamori.lifecycle.mlflow.identity import RegistryFacts, VersionIdentity
+from mamori.lifecycle.mlflow.resolve import registry_of
 from mamori.lifecycle.service import Lifecycle
 from mamori.store.db import audit_append
 from mamori.store.models import ArtifactRow, ArtifactState, BindingRow
@@ -54,6 +66,10 @@ VERDICT_TAG: Final = "mamori.verdict"
 """The tag mamori writes for visibility. No decision ever reads it back: anyone with EDIT
 permission on the model can set any tag."""
 _PAGE: Final = 1000
+_PROMPTS: Final = "tags.`mlflow.prompt.is_prompt` = 'true'"
+_NOT_FOUND: Final = "RESOURCE_DOES_NOT_EXIST"
+_MAX_PROBED: Final = 10_000
+"""Version numbers read one by one per hidden model before the sweep gives up on it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +91,45 @@ class SweepPlan:
     seen: frozenset[tuple[str, str]] = field(default_factory=frozenset)
 
 
-def _pages(client: MlflowClient) -> Iterator[ModelVersion]:
+def _pages(search: Callable[..., Any], filter_string: str | None) -> Iterator[Any]:
     token: str | None = None
     while True:
-        page = client.search_model_versions(max_results=_PAGE, page_token=token)
+        page = search(filter_string=filter_string, max_results=_PAGE, page_token=token)
         yield from page
         token = page.token
         if not token:
             return
+
+
+def _registry_versions(registry: Any) -> tuple[dict[tuple[str, str], Any], dict[str, Any]]:
+    """Every model version and every registered model, prompt-tagged ones included."""
+    plain = list(_pages(registry.search_model_versions, None))
+    tagged = list(_pages(registry.search_model_versions, _PROMPTS))
+    versions = {(mv.name, str(mv.version)): mv for mv in [*plain, *tagged]}
+    models = {
+        rm.name: rm
+        for where in (None, _PROMPTS)
+        for rm in _pages(registry.search_registered_models, where)
+    }
+    # One prompt-tagged version hides every version of its model from the plain search, and
+    # the filtered search returns only the tagged ones: read the others one by one.
+    unhidden = {mv.name for mv in plain}
+    for name, rm in models.items():
+        if name in unhidden:
+            continue
+        numbers = [int(mv.version) for mv in rm.latest_versions or []]
+        numbers += [int(v) for v in (rm.aliases or {}).values()]
+        numbers += [int(v) for n, v in versions if n == name]
+        for number in range(1, min(max(numbers, default=0), _MAX_PROBED) + 1):
+            key = (name, str(number))
+            if key in versions:
+                continue
+            try:
+                versions[key] = registry.get_model_version(name, str(number))
+            except MlflowException as exc:
+                if exc.error_code != _NOT_FOUND:
+                    raise
+    return versions, models
 
 
 def plan_sweep(
@@ -92,28 +139,39 @@ def plan_sweep(
     *,
     rescan: bool = False,
 ) -> SweepPlan:
-    """List the registry; name versions to (re)resolve and protected targets to check."""
+    """List the registry; name versions to (re)resolve and protected targets to check.
+
+    A version is (re)resolved when it was never bound, when the registry now holds another
+    object under its name and number, when drift was recorded for it, or on ``rescan``.
+    """
     with lifecycle.store.read() as session:
-        resolved = {
-            (n, v)
-            for n, v in session.execute(
-                select(MlflowVersionRow.name, MlflowVersionRow.version).where(
-                    MlflowVersionRow.status == VersionStatus.RESOLVED
-                )
-            )
+        bound = {
+            (row.name, row.version): row
+            for row in session.execute(
+                select(MlflowVersionRow).where(MlflowVersionRow.status == VersionStatus.RESOLVED)
+            ).scalars()
         }
+        known = {
+            key: (None if r.identity is None else VersionIdentity.from_json(r.identity), r.drift)
+            for key, r in bound.items()
+        }
+    versions, models = _registry_versions(registry_of(client))
     to_resolve: list[tuple[str, str]] = []
     targets: list[Target] = []
-    seen: set[tuple[str, str]] = set()
-    for mv in _pages(client):
-        key = (mv.name, str(mv.version))
-        seen.add(key)
-        if rescan or key not in resolved:
+    for key, mv in sorted(versions.items()):
+        identity, drift = known.get(key, (None, ""))
+        if rescan or identity is None or drift or identity != VersionIdentity.of(mv):
             to_resolve.append(key)
-        targets.extend(Target(key[0], key[1], a) for a in mv.aliases if is_protected(a, protected))
         if (mv.current_stage or "").casefold() == PRODUCTION_STAGE.casefold():
             targets.append(Target(key[0], key[1], PRODUCTION_STAGE))
-    return SweepPlan(len(seen), tuple(to_resolve), tuple(targets), frozenset(seen))
+    for name, rm in sorted(models.items()):
+        targets.extend(
+            Target(name, str(version), alias)
+            for alias, version in sorted((rm.aliases or {}).items())
+            if is_protected(alias, protected)
+        )
+    seen = frozenset(versions)
+    return SweepPlan(len(seen), tuple(to_resolve), tuple(targets), seen)
 
 
 class AliasGuard:
@@ -126,52 +184,65 @@ class AliasGuard:
         *,
         protected: tuple[str, ...],
         remove: bool,
+        facts: Callable[[str, str], RegistryFacts | str],
     ) -> None:
-        """Enforce ``protected`` aliases; delete unapproved ones when ``remove``."""
+        """Enforce ``protected`` aliases; delete unapproved ones when ``remove``.
+
+        ``facts`` reads a version's current identity and artifact listing.
+        """
         self.lifecycle = lifecycle
         self.client = client
+        self.registry = registry_of(client)
         self.protected = protected
         self.remove = remove
+        self.facts = facts
 
     def check(self, target: Target, *, origin: str) -> bool:
         """True when the target may stay; otherwise alert (once) and maybe remove it."""
         if target.target != PRODUCTION_STAGE and not is_protected(target.target, self.protected):
             return True
-        decision = decide_promotion(
-            self.lifecycle,
-            name=target.name,
-            version=target.version,
-            target=target.target,
-            actor=f"mamori-{origin}",
-            audit=False,
-        )
-        if decision.allowed:
+        current = self.facts(target.name, target.version)
+        if isinstance(current, str):
+            allowed, reason = False, current
+        else:
+            decision = decide_promotion(
+                self.lifecycle,
+                name=target.name,
+                version=target.version,
+                target=target.target,
+                actor=f"mamori-{origin}",
+                current=current,
+                audit=False,
+            )
+            allowed, reason = decision.allowed, decision.reason
+        if allowed:
             return True
         removed = self._remove(target) if self.remove else ""
-        self._alert(target, decision.reason, removed, origin)
+        self._alert(target, reason, removed, origin)
         return False
 
     def _remove(self, target: Target) -> str:
         try:
             if target.target == PRODUCTION_STAGE:
                 return self._archive(target)
-            current = self.client.get_model_version_by_alias(target.name, target.target)
+            # The registry client, not MlflowClient: the latter refuses prompt-tagged models.
+            current = self.registry.get_model_version_by_alias(target.name, target.target)
             if str(current.version) != target.version:
                 return "moved"  # someone re-pointed it meanwhile; the next check judges that
-            self.client.delete_registered_model_alias(target.name, target.target)
+            self.registry.delete_registered_model_alias(target.name, target.target)
         except MlflowException as exc:
             return f"failed: {exc.message[:200]}"
         return "removed"
 
     def _archive(self, target: Target) -> str:
-        current = self.client.get_model_version(target.name, target.version)
+        current = self.registry.get_model_version(target.name, target.version)
         if (current.current_stage or "").casefold() != PRODUCTION_STAGE.casefold():
             return "moved"
         with warnings.catch_warnings():
             # Stages are deprecated in MLflow 3 (FutureWarning) yet still what older
             # deployments promote with, so a Production stage is taken away like an alias.
             warnings.simplefilter("ignore", FutureWarning)
-            self.client.transition_model_version_stage(target.name, target.version, "Archived")
+            self.registry.transition_model_version_stage(target.name, target.version, "Archived")
         return "removed"
 
     def _alert(self, target: Target, reason: str, removed: str, origin: str) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "Delivery",
     "EventKind",
     "ModelVersionData",
+    "PromptVersionData",
     "RegisteredModelData",
     "TagData",
     "parse_event",
@@ -69,6 +70,11 @@ class EventKind(enum.StrEnum):
     MODEL_VERSION_CREATED = "model_version.created"
     MODEL_VERSION_TAG_SET = "model_version_tag.set"
     MODEL_VERSION_ALIAS_CREATED = "model_version_alias.created"
+    # MLflow sends the prompt events instead of the model ones when the registered model (or,
+    # for a new version, the request) carries ``mlflow.prompt.is_prompt=true``, a tag any EDIT
+    # user can set: a model alias would otherwise reach mamori as an event it ignores.
+    PROMPT_VERSION_CREATED = "prompt_version.created"
+    PROMPT_ALIAS_CREATED = "prompt_alias.created"
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,21 +176,30 @@ class TagData(_Model):
     value: str
 
 
+class PromptVersionData(_Model):
+    """``prompt_version.created``: the version of a prompt-tagged model."""
+
+    name: Name
+    version: VersionNumber
+
+
 class AliasData(_Model):
-    """``model_version_alias.created``."""
+    """``model_version_alias.created`` and ``prompt_alias.created`` (same fields)."""
 
     name: Name
     alias: Alias
     version: VersionNumber
 
 
-EventData = RegisteredModelData | ModelVersionData | TagData | AliasData
+EventData = RegisteredModelData | ModelVersionData | TagData | AliasData | PromptVersionData
 
 _DATA: Final[Mapping[EventKind, type[EventData]]] = {
     EventKind.REGISTERED_MODEL_CREATED: RegisteredModelData,
     EventKind.MODEL_VERSION_CREATED: ModelVersionData,
     EventKind.MODEL_VERSION_TAG_SET: TagData,
     EventKind.MODEL_VERSION_ALIAS_CREATED: AliasData,
+    EventKind.PROMPT_VERSION_CREATED: PromptVersionData,
+    EventKind.PROMPT_ALIAS_CREATED: AliasData,
 }
 
 

@@ -1,0 +1,96 @@
+"""``mamori verify TARGET``: hash the bytes a consumer would load, ask the gate for exactly those.
+
+Run it in a deploy step or a serving container right before the model is loaded. The gate is
+asked over HTTP when ``MAMORI_GATE_URL`` and ``MAMORI_GATE_TOKEN`` (a ``gate``-scoped API
+token) are set, else in process from the configured store.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from mamori.cli.exitcodes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_SAFE
+from mamori.errors import MamoriError
+
+__all__ = ["VERIFY_EPILOG", "verify_command"]
+
+VERIFY_EPILOG = (
+    f"Exit codes: {EXIT_SAFE} = every file read is deployable (and, for a registry source, "
+    f"exactly the bound manifest); {EXIT_CHECK_FAILED} = not deployable (the reason is "
+    f"printed); {EXIT_ERROR} = no answer (bad target, unreadable files, registry or gate "
+    "unreachable)."
+)
+
+_err = Console(stderr=True)
+
+
+class VerifyFormat(enum.StrEnum):
+    """Output formats of ``mamori verify``."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+def verify_command(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="models:/NAME@ALIAS, models:/NAME/VERSION, hf://org/repo@rev or a path."
+        ),
+    ],
+    output_format: Annotated[
+        VerifyFormat, typer.Option("--format", help="Output format.")
+    ] = VerifyFormat.TEXT,
+) -> None:
+    """Hash what would be loaded and ask the gate; exit 0 only if it is deployable."""
+    try:
+        from mamori.config import load_settings  # noqa: PLC0415 - start-up time
+        from mamori.lifecycle.verify import HttpGate, StoreGate, verify  # noqa: PLC0415
+
+        settings = load_settings()
+        if settings.gate_url and settings.gate_token is not None:
+            gate: HttpGate | StoreGate = HttpGate(
+                settings.gate_url, settings.gate_token.get_secret_value()
+            )
+        else:
+            from mamori.lifecycle.factory import build_lifecycle  # noqa: PLC0415
+
+            gate = StoreGate(build_lifecycle(settings))
+        try:
+            result = verify(gate, target, settings=settings)
+        finally:
+            if isinstance(gate, HttpGate):
+                gate.close()
+    except (MamoriError, ImportError) as exc:
+        text = exc.diagnostics() if isinstance(exc, MamoriError) else str(exc)
+        _err.print(f"mamori verify: {text}")
+        raise typer.Exit(EXIT_ERROR) from exc
+    if output_format is VerifyFormat.JSON:
+        document = {
+            "target": result.target,
+            "deployable": result.deployable,
+            "reason": result.reason,
+            "files": [
+                {
+                    "path": f.path,
+                    "size": f.size,
+                    "sha256": f.sha256,
+                    "allowed": f.allowed,
+                    "reason": f.reason,
+                }
+                for f in result.files
+            ],
+        }
+        typer.echo(json.dumps(document, indent=2, sort_keys=True))
+    else:
+        verdict = "deployable" if result.deployable else "NOT deployable"
+        typer.echo(f"{result.target}: {verdict}: {result.reason}")
+        for f in result.files:
+            mark = "ok  " if f.allowed else "DENY"
+            typer.echo(f"  {mark} {f.sha256[:12]} {f.path} ({f.size} bytes) {f.reason}")
+    raise typer.Exit(EXIT_SAFE if result.deployable else EXIT_CHECK_FAILED)
