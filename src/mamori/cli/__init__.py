@@ -117,3 +117,10 @@ app.add_typer(mlflow_app, name="mlflow")
 from mamori.cli.verify import VERIFY_EPILOG, verify_command  # noqa: E402 -- as above
 
 app.command("verify", epilog=VERIFY_EPILOG)(verify_command)
+
+from mamori.cli.serve_model import (  # noqa: E402 -- as above
+    SERVE_MODEL_EPILOG,
+    serve_model_command,
+)
+
+app.command("serve-model", epilog=SERVE_MODEL_EPILOG)(serve_model_command)

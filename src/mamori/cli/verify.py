@@ -7,9 +7,11 @@ token) are set, else in process from the configured store.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
-from typing import Annotated
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,7 +19,11 @@ from rich.console import Console
 from mamori.cli.exitcodes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_SAFE
 from mamori.errors import MamoriError
 
-__all__ = ["VERIFY_EPILOG", "verify_command"]
+if TYPE_CHECKING:
+    from mamori.config import Settings
+    from mamori.lifecycle.verify import Gate
+
+__all__ = ["VERIFY_EPILOG", "open_gate", "verify_command"]
 
 VERIFY_EPILOG = (
     f"Exit codes: {EXIT_SAFE} = every file read is deployable (and, for a registry source, "
@@ -27,6 +33,23 @@ VERIFY_EPILOG = (
 )
 
 _err = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def open_gate(settings: Settings) -> Iterator[Gate]:
+    """The gate over HTTP when ``gate_url`` and ``gate_token`` are set, else the store's."""
+    from mamori.lifecycle.verify import HttpGate, StoreGate  # noqa: PLC0415 - start-up time
+
+    if settings.gate_url and settings.gate_token is not None:
+        remote = HttpGate(settings.gate_url, settings.gate_token.get_secret_value())
+        try:
+            yield remote
+        finally:
+            remote.close()
+        return
+    from mamori.lifecycle.factory import build_lifecycle  # noqa: PLC0415
+
+    yield StoreGate(build_lifecycle(settings))
 
 
 class VerifyFormat(enum.StrEnum):
@@ -50,22 +73,11 @@ def verify_command(
     """Hash what would be loaded and ask the gate; exit 0 only if it is deployable."""
     try:
         from mamori.config import load_settings  # noqa: PLC0415 - start-up time
-        from mamori.lifecycle.verify import HttpGate, StoreGate, verify  # noqa: PLC0415
+        from mamori.lifecycle.verify import verify  # noqa: PLC0415
 
         settings = load_settings()
-        if settings.gate_url and settings.gate_token is not None:
-            gate: HttpGate | StoreGate = HttpGate(
-                settings.gate_url, settings.gate_token.get_secret_value()
-            )
-        else:
-            from mamori.lifecycle.factory import build_lifecycle  # noqa: PLC0415
-
-            gate = StoreGate(build_lifecycle(settings))
-        try:
+        with open_gate(settings) as gate:
             result = verify(gate, target, settings=settings)
-        finally:
-            if isinstance(gate, HttpGate):
-                gate.close()
     except (MamoriError, ImportError) as exc:
         text = exc.diagnostics() if isinstance(exc, MamoriError) else str(exc)
         _err.print(f"mamori verify: {text}")

@@ -1,4 +1,4 @@
-"""Running approved models: the sandboxed loader process (bwrap, seccomp, Landlock, rlimits)."""
+"""Running approved models: verified bytes only, in a sandboxed loader process."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from mamori.serving.sandbox import (
     probe,
     start,
 )
+from mamori.serving.verified import NotDeployableError, serve_verified
 
 __all__ = [
     "Layer",
     "LayerStatus",
+    "NotDeployableError",
     "SandboxError",
     "SandboxLimits",
     "SandboxedModel",
     "probe",
+    "serve_verified",
     "start",
 ]
