@@ -24,7 +24,9 @@ import jwt
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from mamori.errors import IdentityError
+from mamori.identity.claims import ClaimMapping, map_claims
 from mamori.identity.principal import Principal
+from mamori.identity.subjects import check_subject
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
@@ -131,9 +133,14 @@ class VerifierConfig:
         algorithms: allowlist, a subset of :data:`ASYMMETRIC_ALGORITHMS`.
         leeway_seconds: clock skew tolerated on ``exp``/``iat``/``nbf``.
         max_lifetime_seconds: refuse tokens whose ``exp - iat`` exceeds this.
-        roles_claim: the claim holding a list of role names.
+        claims: the identity source's claim mapping (IdP groups/roles → mamori roles and
+            principal attributes; unmapped values grant nothing). When ``None`` (deprecated,
+            for issuers that mint mamori's own role names), roles are read from
+            ``roles_claim`` as given and ``attribute_claims`` are copied as they are.
+        roles_claim: without ``claims``, the claim holding a list of role names.
         tenant_claim: the claim holding the tenant id.
-        attribute_claims: further string claims copied into :attr:`Principal.attributes`.
+        attribute_claims: without ``claims``, string claims copied into
+            :attr:`Principal.attributes`.
         mfa_claim: the claim listing authentication methods (OIDC ``amr``); when set, the
             principal's ``mfa`` attribute is ``"true"`` exactly when it contains ``mfa_value``
             and ``"false"`` otherwise, whatever other claims say.
@@ -146,6 +153,7 @@ class VerifierConfig:
     algorithms: frozenset[str] = frozenset({"RS256", "ES256"})
     leeway_seconds: int = 30
     max_lifetime_seconds: int = 24 * 3600
+    claims: ClaimMapping | None = None
     roles_claim: str = "roles"
     tenant_claim: str = "tenant"
     attribute_claims: frozenset[str] = frozenset()
@@ -222,24 +230,15 @@ def _principal_from_claims(claims: Mapping[str, Any], config: VerifierConfig) ->
         raise IdentityError("exp and iat must be integers")
     if exp - iat > config.max_lifetime_seconds:
         raise IdentityError("token lifetime exceeds the configured maximum")
-    subject = claims["sub"]
-    if not isinstance(subject, str) or not subject:
-        raise IdentityError("sub must be a non-empty string")
-    roles_raw = claims.get(config.roles_claim, [])
-    if not isinstance(roles_raw, list) or not all(isinstance(r, str) for r in roles_raw):
-        raise IdentityError("roles claim must be a list of strings")
+    subject = check_subject(claims["sub"])
     tenant = claims.get(config.tenant_claim, "")
     if not isinstance(tenant, str):
         raise IdentityError("tenant claim must be a string")
-    attributes: dict[str, str] = {}
-    for name in sorted(config.attribute_claims):
-        value = claims.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            msg = f"claim {name!r} must be a string"
-            raise IdentityError(msg)
-        attributes[name] = value
+    if config.claims is not None:
+        mapped = map_claims(claims, config.claims)
+        roles, attributes = mapped.roles, dict(mapped.attributes)
+    else:
+        roles, attributes = _as_given(claims, config)
     if config.mfa_claim is not None:
         # Set last so that a plain string claim named "mfa" can never assert MFA by itself.
         attributes["mfa"] = (
@@ -250,11 +249,30 @@ def _principal_from_claims(claims: Mapping[str, Any], config: VerifierConfig) ->
         subject=subject,
         issuer=str(claims["iss"]),
         tenant=tenant,
-        roles=frozenset(roles_raw),
+        roles=roles,
         attributes=MappingProxyType(attributes),
         token_id=jti if isinstance(jti, str) else "",
         expires_at=exp,
     )
+
+
+def _as_given(
+    claims: Mapping[str, Any], config: VerifierConfig
+) -> tuple[frozenset[str], dict[str, str]]:
+    """Roles and attributes without a claim mapping: the token's own role names."""
+    roles_raw = claims.get(config.roles_claim, [])
+    if not isinstance(roles_raw, list) or not all(isinstance(r, str) for r in roles_raw):
+        raise IdentityError("roles claim must be a list of strings")
+    attributes: dict[str, str] = {}
+    for name in sorted(config.attribute_claims):
+        value = claims.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            msg = f"claim {name!r} must be a string"
+            raise IdentityError(msg)
+        attributes[name] = value
+    return frozenset(roles_raw), attributes
 
 
 def _asserts_mfa(value: Any, config: VerifierConfig) -> bool:

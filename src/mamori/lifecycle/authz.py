@@ -12,7 +12,11 @@ from mamori.identity.principal import Principal
 from mamori.policy.engine import Decision, Effect, Entity, EntityUid, PolicyEngine, Request
 from mamori.store.db import audit_append
 
-__all__ = ["Action", "ArtifactFacts", "LifecycleAuthorizer", "has_mfa"]
+__all__ = ["LIFECYCLE_ROLES", "Action", "ArtifactFacts", "LifecycleAuthorizer", "has_mfa"]
+
+#: The roles the packaged lifecycle policies name (a custom policy directory may add more
+#: through ``[identity.roles]``).
+LIFECYCLE_ROLES: frozenset[str] = frozenset({"viewer", "importer", "approver", "deployer", "admin"})
 
 
 class Action(enum.StrEnum):

@@ -21,11 +21,13 @@ import structlog
 from mamori.config import Settings
 from mamori.errors import ConfigError, IdentityError, MamoriError
 from mamori.identity.apitokens import ApiTokens, is_api_token
+from mamori.identity.claims import ClaimMapping
 from mamori.identity.issuer import DevIssuer
 from mamori.identity.jwt import JwksSource, VerifierConfig, verify_token
 from mamori.identity.network import NetworkPolicy
 from mamori.identity.principal import Principal
 from mamori.lifecycle import BlobStore, Lifecycle, LifecycleAuthorizer
+from mamori.lifecycle.authz import LIFECYCLE_ROLES
 from mamori.lifecycle.factory import load_lifecycle_policies, load_scan_policy
 from mamori.policy.engine import PolicyEngine
 from mamori.store import Store
@@ -38,6 +40,7 @@ __all__ = [
     "Runtime",
     "ScanMode",
     "build_runtime",
+    "claim_mapping",
     "dev_issuer",
     "job_queue",
     "jobs_available",
@@ -82,6 +85,22 @@ def dev_issuer(settings: Settings) -> DevIssuer:
     )
 
 
+def claim_mapping(settings: Settings) -> ClaimMapping:
+    """The configured issuer's claim mapping: ``[identity]``, see ``IdentitySource``."""
+    source = settings.identity
+    try:
+        if source.roles is None:
+            return ClaimMapping(
+                roles={settings.roles_claim: {r: {r} for r in LIFECYCLE_ROLES}},
+                attributes=source.attributes,
+                exclusive=source.exclusive,
+            )
+        return ClaimMapping(source.roles, source.attributes, source.exclusive)
+    except IdentityError as exc:
+        msg = f"invalid [identity] settings: {exc.diagnostics()}"
+        raise ConfigError(msg) from exc
+
+
 def verifier_config(settings: Settings) -> VerifierConfig:
     """How JWTs are verified: the dev issuer's JWKS file, or the configured JWKS URL/file."""
     if settings.dev_issuer:
@@ -101,7 +120,7 @@ def verifier_config(settings: Settings) -> VerifierConfig:
             jwks=jwks,
             algorithms=settings.jwt_algorithms,
             leeway_seconds=settings.jwt_leeway_seconds,
-            roles_claim=settings.roles_claim,
+            claims=claim_mapping(settings),
             mfa_claim=settings.mfa_claim,
             mfa_value=settings.mfa_value,
         )
