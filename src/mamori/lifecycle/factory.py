@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from mamori.config import Settings
+from mamori.identity.subjects import SubjectRules
 from mamori.lifecycle.authz import LifecycleAuthorizer
 from mamori.lifecycle.blobs import BlobStore
 from mamori.lifecycle.service import Lifecycle
@@ -51,7 +52,10 @@ def build_lifecycle(
     return Lifecycle(
         store,
         BlobStore(settings.blob_dir),
-        LifecycleAuthorizer(load_lifecycle_policies(settings)),
+        LifecycleAuthorizer(
+            load_lifecycle_policies(settings),
+            subjects=SubjectRules(frozenset(settings.identity.case_sensitive_issuers)),
+        ),
         scan_policy=load_scan_policy(settings),
         enqueue=enqueue,
         stale_after=timedelta(seconds=settings.scan_stale_seconds),

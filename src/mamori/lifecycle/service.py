@@ -42,6 +42,7 @@ from mamori.store.models import (
     ScanRow,
     ScanStatus,
 )
+from mamori.text import printable
 
 __all__ = ["SCANNER_PRINCIPAL", "Lifecycle"]
 
@@ -123,6 +124,7 @@ class Lifecycle:
         return ArtifactFacts(
             sha256=row.sha256,
             imported_by=row.imported_by,
+            imported_by_issuer=row.imported_by_issuer,
             state=row.state.value,
             verdict=(latest.verdict or "") if latest is not None else "",
             deployable=self._deployable(session, row, latest),
@@ -180,6 +182,7 @@ class Lifecycle:
                     state=ArtifactState.QUARANTINED,
                     state_reason="waiting for its first scan",
                     imported_by=principal.subject,
+                    imported_by_issuer=principal.issuer,
                     created_at=now,
                     updated_at=now,
                     stored_path=str(blob.path),
@@ -437,8 +440,8 @@ class Lifecycle:
                 if decision is ApprovalDecision.REJECTED
                 else ArtifactState.APPROVED
             )
-            row.state_reason = f"{decision.value} by {principal.subject}" + (
-                f": {reason}" if reason else ""
+            row.state_reason = printable(
+                f"{decision.value} by {principal.subject}" + (f": {reason}" if reason else "")
             )
             row.updated_at = now
             audit_append(

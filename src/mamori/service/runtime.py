@@ -26,6 +26,7 @@ from mamori.identity.issuer import DevIssuer
 from mamori.identity.jwt import JwksSource, VerifierConfig, verify_token
 from mamori.identity.network import NetworkPolicy
 from mamori.identity.principal import Principal
+from mamori.identity.subjects import SubjectRules
 from mamori.lifecycle import BlobStore, Lifecycle, LifecycleAuthorizer
 from mamori.lifecycle.authz import LIFECYCLE_ROLES
 from mamori.lifecycle.factory import load_lifecycle_policies, load_scan_policy
@@ -44,6 +45,7 @@ __all__ = [
     "dev_issuer",
     "job_queue",
     "jobs_available",
+    "subject_rules",
     "verifier_config",
 ]
 
@@ -83,6 +85,11 @@ def dev_issuer(settings: Settings) -> DevIssuer:
         issuer=settings.oidc_issuer or settings.dev_issuer_url,
         audience=settings.oidc_audience,
     )
+
+
+def subject_rules(settings: Settings) -> SubjectRules:
+    """How subjects compare for four eyes (``identity.case_sensitive_issuers``)."""
+    return SubjectRules(frozenset(settings.identity.case_sensitive_issuers))
 
 
 def claim_mapping(settings: Settings) -> ClaimMapping:
@@ -158,7 +165,7 @@ def build_runtime(
     settings: Settings,
     *,
     enqueue: Callable[[str], None] | None = None,
-    authorizer: Callable[[PolicyEngine], LifecycleAuthorizer] = LifecycleAuthorizer,
+    authorizer: Callable[[PolicyEngine], LifecycleAuthorizer] | None = None,
 ) -> Runtime:
     """Open and migrate the store and wire the lifecycle; ``enqueue`` receives new digests."""
     store = Store(settings.resolved_database_url)
@@ -166,7 +173,10 @@ def build_runtime(
     blobs = BlobStore(settings.blob_dir)
     # The same policies, scan policy and staleness as the workers (mamori.lifecycle.factory).
     engine = load_lifecycle_policies(settings)
-    authz = authorizer(engine)
+    if authorizer is None:
+        authz = LifecycleAuthorizer(engine, subjects=subject_rules(settings))
+    else:
+        authz = authorizer(engine)
     lifecycle = Lifecycle(
         store,
         blobs,
