@@ -189,6 +189,7 @@ def test_identity_public_api_matches_all():
             "apitokens",
             "claims",
             "issuer",
+            "jwks",
             "jwt",
             "network",
             "principal",

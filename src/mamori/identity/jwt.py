@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import httpx
 import jwt
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from mamori.errors import IdentityError
 from mamori.identity.claims import ClaimMapping, map_claims
+from mamori.identity.jwks import JwksSource
 from mamori.identity.principal import Principal
 from mamori.identity.subjects import check_subject
 
@@ -43,83 +39,6 @@ ASYMMETRIC_ALGORITHMS: frozenset[str] = frozenset(
 _FORBIDDEN_HEADERS: frozenset[str] = frozenset({"jku", "x5u", "jwk", "x5c"})
 _REQUIRED_CLAIMS: tuple[str, ...] = ("exp", "iat", "sub", "aud", "iss")
 _KTY_FOR_ALG_PREFIX: Mapping[str, str] = MappingProxyType({"RS": "RSA", "PS": "RSA", "ES": "EC"})
-
-
-class JwksSource:
-    """Keys from a JWKS file or URL that the operator configured, cached with a TTL.
-
-    A fetch or parse failure raises :class:`IdentityError`; the verifier then denies.
-    """
-
-    def __init__(
-        self,
-        *,
-        path: Path | None = None,
-        url: str | None = None,
-        ttl_seconds: float = 300.0,
-        client: httpx.Client | None = None,
-    ) -> None:
-        """Configure the source; exactly one of ``path`` or ``url`` must be given."""
-        if (path is None) == (url is None):
-            raise IdentityError("configure exactly one of a JWKS path or a JWKS URL")
-        self._path = path
-        self._url = url
-        self._ttl = ttl_seconds
-        self._client = client
-        self._lock = threading.Lock()
-        self._keys: dict[str, tuple[str, Any]] = {}
-        self._loaded_at = float("-inf")
-
-    def key_for(self, kid: str) -> tuple[str, Any]:
-        """Return ``(kty, public_key)`` for ``kid``; unknown kids trigger one refresh."""
-        with self._lock:
-            stale = time.monotonic() - self._loaded_at > self._ttl
-            if stale or kid not in self._keys:
-                self._keys = self._load()
-                self._loaded_at = time.monotonic()
-            try:
-                return self._keys[kid]
-            except KeyError:
-                raise IdentityError("token key id is not in the configured JWKS") from None
-
-    def _load(self) -> dict[str, tuple[str, Any]]:
-        raw = self._read()
-        try:
-            document = json.loads(raw)
-            keys = document["keys"]
-            if not isinstance(keys, list):
-                raise TypeError("keys is not a list")  # noqa: TRY301 -- joins the handler below
-            result: dict[str, tuple[str, Any]] = {}
-            for jwk in keys:
-                kty = jwk["kty"]
-                kid = jwk["kid"]
-                text = json.dumps(jwk)
-                if kty == "RSA":
-                    result[kid] = ("RSA", RSAAlgorithm.from_jwk(text))
-                elif kty == "EC":
-                    result[kid] = ("EC", ECAlgorithm.from_jwk(text))
-                # Other key types (oct, OKP) are skipped: they can never match our allowlist.
-        except (ValueError, KeyError, TypeError, jwt.InvalidKeyError) as exc:
-            raise IdentityError("the configured JWKS is malformed") from exc
-        if not result:
-            raise IdentityError("the configured JWKS holds no usable keys")
-        return result
-
-    def _read(self) -> str:
-        if self._path is not None:
-            try:
-                return self._path.read_text(encoding="utf-8")
-            except OSError as exc:
-                msg = f"cannot read JWKS file {self._path}"
-                raise IdentityError(msg) from exc
-        assert self._url is not None
-        try:
-            client = self._client or httpx.Client(timeout=5.0)
-            response = client.get(self._url)
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise IdentityError("cannot fetch the configured JWKS URL") from exc
-        return response.text
 
 
 @dataclass(frozen=True, slots=True)

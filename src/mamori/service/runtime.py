@@ -111,14 +111,23 @@ def claim_mapping(settings: Settings) -> ClaimMapping:
 def verifier_config(settings: Settings) -> VerifierConfig:
     """How JWTs are verified: the dev issuer's JWKS file, or the configured JWKS URL/file."""
     if settings.dev_issuer:
-        jwks = JwksSource(path=dev_issuer(settings).jwks_path)
+        jwks = JwksSource(
+            path=dev_issuer(settings).jwks_path,
+            ttl_seconds=settings.jwks_ttl_seconds,
+            refresh_interval_seconds=settings.jwks_refresh_seconds,
+        )
         issuer = settings.oidc_issuer or settings.dev_issuer_url
     else:
         if settings.oidc_issuer is None:
             raise ConfigError("oidc_issuer must be set when the development issuer is off")
         if (settings.jwks_url is None) == (settings.jwks_file is None):
             raise ConfigError("set exactly one of jwks_url or jwks_file")
-        jwks = JwksSource(path=settings.jwks_file, url=settings.jwks_url)
+        jwks = JwksSource(
+            path=settings.jwks_file,
+            url=settings.jwks_url,
+            ttl_seconds=settings.jwks_ttl_seconds,
+            refresh_interval_seconds=settings.jwks_refresh_seconds,
+        )
         issuer = settings.oidc_issuer
     try:
         return VerifierConfig(
