@@ -17,7 +17,16 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["MAX_NAME", "name_problem", "printable", "text_problem"]
+from mamori.errors import ConfigError
+
+__all__ = [
+    "MAX_NAME",
+    "InvalidNameError",
+    "check_name",
+    "name_problem",
+    "printable",
+    "text_problem",
+]
 
 MAX_NAME: Final = 512
 """The longest name mamori stores (binding names, file names)."""
@@ -63,3 +72,19 @@ def name_problem(name: str, *, max_length: int = MAX_NAME) -> str | None:
     if len(name) > max_length:
         return f"is longer than {max_length} characters"
     return text_problem(name)
+
+
+class InvalidNameError(ConfigError):
+    """A name breaks :func:`name_problem`'s rule (HTTP 422; nothing is stored)."""
+
+
+def check_name(name: str, *, what: str = "name", max_length: int = MAX_NAME) -> str:
+    """Return ``name`` if it may be stored, else raise :class:`InvalidNameError`.
+
+    The message names ``what`` and the offending character by its escape, never raw.
+    """
+    problem = name_problem(name, max_length=max_length)
+    if problem is not None:
+        msg = f"{what} {problem}"
+        raise InvalidNameError(msg)
+    return name

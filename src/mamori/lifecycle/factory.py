@@ -49,9 +49,11 @@ def build_lifecycle(
     store = Store(settings.resolved_database_url)
     if migrate:
         store.migrate()
+    blobs = BlobStore(settings.blob_dir)
+    blobs.remove_orphans()  # leftovers of crashed writers (see BlobStore.remove_orphans)
     return Lifecycle(
         store,
-        BlobStore(settings.blob_dir),
+        blobs,
         LifecycleAuthorizer(
             load_lifecycle_policies(settings),
             subjects=SubjectRules(frozenset(settings.identity.case_sensitive_issuers)),

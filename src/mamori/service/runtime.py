@@ -180,6 +180,10 @@ def build_runtime(
     store = Store(settings.resolved_database_url)
     store.migrate()
     blobs = BlobStore(settings.blob_dir)
+    # A crashed upload (kill -9, power loss) leaves its .incoming-* file behind; up to the
+    # upload cap each. Files a live writer still holds (another process) are kept.
+    if removed := blobs.remove_orphans():
+        _log.info("orphaned_uploads_removed", count=removed)
     # The same policies, scan policy and staleness as the workers (mamori.lifecycle.factory).
     engine = load_lifecycle_policies(settings)
     if authorizer is None:
