@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     dev_issuer: bool = True
     """Run a local development issuer (``mamori token mint``). Turn off in production."""
 
+    refusal_audit_seconds: float = Field(default=60.0, ge=0.1, le=3600.0)
+    """401s and network 403s are audited as one record per reason and source address per
+    this many seconds (each one is counted in ``mamori_auth_refusals_total`` at once)."""
+
     trusted_proxies: tuple[str, ...] = ()
     """CIDRs whose ``X-Forwarded-For`` header is believed."""
     allow_api: tuple[str, ...] = ("0.0.0.0/0", "::/0")

@@ -22,6 +22,7 @@ from mamori.service.auth import RuntimeDep, network_guard
 from mamori.service.mlflow_hooks import mlflow_router
 from mamori.service.observe import CountingAuthorizer, Metrics, ObserveMiddleware
 from mamori.service.problems import install_problem_handlers, problem
+from mamori.service.refusals import RefusalLog
 from mamori.service.runtime import (
     InProcessScanner,
     ScanMode,
@@ -78,14 +79,19 @@ def create_app(
 
     runtime = build_runtime(settings, enqueue=enqueue, authorizer=_authorizer)
     metrics.watch_store(runtime.store)
+    refusals = RefusalLog(
+        runtime.store, metrics.auth_refusals, interval_seconds=settings.refusal_audit_seconds
+    )
 
     @asynccontextmanager
     async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if scanner is not None:
             await anyio.to_thread.run_sync(scanner.start, runtime.lifecycle)
+        refusals.start()
         try:
             yield
         finally:
+            await anyio.to_thread.run_sync(refusals.stop)
             if scanner is not None:
                 await anyio.to_thread.run_sync(scanner.stop)
             runtime.close()
@@ -102,6 +108,7 @@ def create_app(
     app.state.runtime = runtime
     app.state.metrics = metrics
     app.state.scanner = scanner
+    app.state.refusals = refusals
     install_problem_handlers(app)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     app.include_router(routes.router)

@@ -71,6 +71,14 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.auth_refusals = Counter(
+            "mamori_auth_refusals",
+            "Requests refused before any handler: 401 (reason=unauthenticated) and network "
+            "allow-list 403s (reason=network), by route group.",
+            ["reason", "group"],
+            registry=self.registry,
+        )
+
     def watch_store(self, store: Store) -> None:
         """Export scan and artifact counts read from the store at scrape time."""
         self.registry.register(StoreCollector(store))
