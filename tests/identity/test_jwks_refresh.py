@@ -136,3 +136,17 @@ def test_a_failing_first_load_is_not_retried_on_every_request(issuer):
             with pytest.raises(IdentityError):
                 verify_token(issuer.mint("a"), config)
         assert endpoint.fetches == 1
+
+
+def test_preloading_fetches_the_keys_before_the_first_request(issuer):
+    with serve_jwks(issuer.jwks_path.read_text(), delay=0.5) as endpoint:
+        jwks = JwksSource(url=endpoint.url)
+        jwks.preload()
+        deadline = time.monotonic() + 10
+        while endpoint.fetches == 0 or not jwks._keys:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        started = time.perf_counter()
+        assert verify_token(issuer.mint("alice"), _config(jwks)).subject == "alice"
+        assert time.perf_counter() - started < 0.25  # did not wait for the 0.5 s fetch
+        assert endpoint.fetches == 1

@@ -102,6 +102,21 @@ class JwksSource:
             self._schedule(now)
         raise IdentityError("token key id is not in the configured JWKS")
 
+    def preload(self) -> None:
+        """Start the first load in the background (at service start-up).
+
+        The first requests then find the keys loaded instead of waiting for them. A failure
+        is logged; the first request retries as usual.
+        """
+
+        def _load() -> None:
+            try:
+                self._first_load()
+            except IdentityError as exc:
+                _log.warning("jwks_preload_failed", error=exc.diagnostics())
+
+        threading.Thread(target=_load, name="mamori-jwks-preload", daemon=True).start()
+
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Block until no refresh is in flight (tests, orderly shutdown); False on timeout."""
         deadline = time.monotonic() + timeout

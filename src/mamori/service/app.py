@@ -88,6 +88,7 @@ def create_app(
         if scanner is not None:
             await anyio.to_thread.run_sync(scanner.start, runtime.lifecycle)
         refusals.start()
+        runtime.verifier.jwks.preload()
         try:
             yield
         finally:
