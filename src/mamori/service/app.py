@@ -22,12 +22,14 @@ from mamori.service.auth import RuntimeDep, network_guard
 from mamori.service.mlflow_hooks import mlflow_router
 from mamori.service.observe import CountingAuthorizer, Metrics, ObserveMiddleware
 from mamori.service.problems import install_problem_handlers, problem
+from mamori.service.refusals import RefusalLog
 from mamori.service.runtime import (
     InProcessScanner,
     ScanMode,
     build_runtime,
     job_queue,
     jobs_available,
+    subject_rules,
 )
 
 if TYPE_CHECKING:
@@ -73,18 +75,24 @@ def create_app(
             mlflow_doorbell = tasks.delivery
 
     def _authorizer(engine: PolicyEngine) -> CountingAuthorizer:
-        return CountingAuthorizer(engine, metrics.decisions)
+        return CountingAuthorizer(engine, metrics.decisions, subjects=subject_rules(settings))
 
     runtime = build_runtime(settings, enqueue=enqueue, authorizer=_authorizer)
     metrics.watch_store(runtime.store)
+    refusals = RefusalLog(
+        runtime.store, metrics.auth_refusals, interval_seconds=settings.refusal_audit_seconds
+    )
 
     @asynccontextmanager
     async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if scanner is not None:
             await anyio.to_thread.run_sync(scanner.start, runtime.lifecycle)
+        refusals.start()
+        runtime.verifier.jwks.preload()
         try:
             yield
         finally:
+            await anyio.to_thread.run_sync(refusals.stop)
             if scanner is not None:
                 await anyio.to_thread.run_sync(scanner.stop)
             runtime.close()
@@ -101,6 +109,7 @@ def create_app(
     app.state.runtime = runtime
     app.state.metrics = metrics
     app.state.scanner = scanner
+    app.state.refusals = refusals
     install_problem_handlers(app)
     app.add_middleware(ObserveMiddleware, metrics=metrics)
     app.include_router(routes.router)

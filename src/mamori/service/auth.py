@@ -13,11 +13,12 @@ from typing import Annotated, Final
 
 from fastapi import Depends, Request
 
-from mamori.errors import AccessDeniedError, IdentityError
+from mamori.errors import AccessDeniedError, IdentityError, MamoriError
 from mamori.identity.apitokens import Scope, principal_scopes
 from mamori.identity.network import RouteGroup
 from mamori.identity.principal import Principal
 from mamori.lifecycle import Action
+from mamori.service.refusals import RefusalLog, RefusalReason
 from mamori.service.runtime import Runtime
 
 __all__ = [
@@ -58,14 +59,50 @@ def network_guard(group: RouteGroup) -> Callable[[Request], Awaitable[None]]:
     async def _guard(request: Request) -> None:
         runtime = get_runtime(request)
         peer = request.client.host if request.client is not None else None
-        runtime.network.check(group, peer, request.headers.getlist("x-forwarded-for"))
+        try:
+            runtime.network.check(group, peer, request.headers.getlist("x-forwarded-for"))
+        except AccessDeniedError as exc:
+            _refused(request, RefusalReason.NETWORK, group.value, exc)
+            raise
 
     _guard.__name__ = f"network_guard_{group.value}"
     return _guard
 
 
+def _refused(request: Request, reason: RefusalReason, group: str, exc: MamoriError) -> None:
+    """Count and (rate-limited) audit a refusal that happened before any handler ran."""
+    refusals: RefusalLog | None = getattr(request.app.state, "refusals", None)
+    if refusals is None:
+        return
+    runtime = get_runtime(request)
+    peer = request.client.host if request.client is not None else None
+    address = runtime.network.client(peer, request.headers.getlist("x-forwarded-for"))
+    refusals.record(
+        reason,
+        source=str(address) if address is not None else "unknown",
+        group=group,
+        detail=exc.diagnostics(),
+        policy_ids=exc.policy_ids if isinstance(exc, AccessDeniedError) else (),
+    )
+
+
 def current_principal(request: Request) -> Principal:
     """Verify ``Authorization: Bearer <jwt | mamori_ API token>``; any failure is a 401."""
+    try:
+        return _authenticate(request)
+    except IdentityError as exc:
+        _refused(request, RefusalReason.UNAUTHENTICATED, _route_group(request), exc)
+        raise
+
+
+def _route_group(request: Request) -> str:
+    # The route template's first segments name the group well enough for a metric label,
+    # and a template (not the raw path) keeps the label set bounded.
+    route = getattr(request.scope.get("route"), "path", "") or ""
+    return "admin" if route.startswith("/v1/admin") else RouteGroup.API.value
+
+
+def _authenticate(request: Request) -> Principal:
     header = request.headers.get("authorization")
     if header is None:
         raise IdentityError("missing Authorization header; send 'Bearer <token>'")

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mamori.errors import StoreError
 from mamori.identity.principal import Principal
+from mamori.identity.subjects import SubjectRules
 from mamori.lifecycle import Action, ArtifactFacts, LifecycleAuthorizer
 from mamori.policy.engine import Decision, PolicyEngine
 from mamori.service.auth import SUBJECT_STATE_KEY
@@ -67,6 +68,14 @@ class Metrics:
             "mamori_decisions",
             "Authorization and gate decisions by action and effect (allow/deny).",
             ["action", "effect"],
+            registry=self.registry,
+        )
+
+        self.auth_refusals = Counter(
+            "mamori_auth_refusals",
+            "Requests refused before any handler: 401 (reason=unauthenticated) and network "
+            "allow-list 403s (reason=network), by route group.",
+            ["reason", "group"],
             registry=self.registry,
         )
 
@@ -123,9 +132,11 @@ class StoreCollector(Collector):
 class CountingAuthorizer(LifecycleAuthorizer):
     """The lifecycle authorizer, counting every decision by action and effect."""
 
-    def __init__(self, engine: PolicyEngine, counter: Counter) -> None:
+    def __init__(
+        self, engine: PolicyEngine, counter: Counter, *, subjects: SubjectRules | None = None
+    ) -> None:
         """Decide with ``engine``; count into ``counter`` (labels: action, effect)."""
-        super().__init__(engine)
+        super().__init__(engine, subjects=subjects)
         self._counter = counter
 
     def decide(
