@@ -1,7 +1,7 @@
 """mlflow versions: bind the registry object (identity) and the manifest of its files
 
-Revision ID: 0004_registry_identity
-Revises: 0003
+Revision ID: 0005_registry_identity
+Revises: 0004_principal_issuer
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_registry_identity"
-down_revision = "0003"
+revision = "0005_registry_identity"
+down_revision = "0004_principal_issuer"
 branch_labels = None
 depends_on = None
 
