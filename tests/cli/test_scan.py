@@ -220,7 +220,7 @@ def test_no_paths_is_a_usage_error_with_exit_2():
 
 
 def test_a_crash_exits_error_never_unsafe_or_safe(plain_file, monkeypatch):
-    def crash(path, policy):
+    def crash(path, policy, **_):
         raise RuntimeError("bug in a handler")
 
     monkeypatch.setattr("mamori.cli.scan.scan_path", crash)
@@ -230,7 +230,7 @@ def test_a_crash_exits_error_never_unsafe_or_safe(plain_file, monkeypatch):
 
 
 def test_interrupt_exits_error_and_writes_nothing(plain_file, workdir, monkeypatch):
-    def interrupted(path, policy):
+    def interrupted(path, policy, **_):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("mamori.cli.scan.scan_path", interrupted)

@@ -7,7 +7,13 @@ tracking URI and the webhook secret from ``MAMORI_MLFLOW_TRACKING_URI`` and
 
 from __future__ import annotations
 
-from typing import Annotated
+import contextlib
+import os
+import re
+import sys
+from collections.abc import Iterator
+from types import MappingProxyType
+from typing import Annotated, Final, NoReturn
 
 import typer
 from rich.console import Console
@@ -27,6 +33,57 @@ _EPILOG = (
 mlflow_app = typer.Typer(help="The MLflow integration.", no_args_is_help=True)
 _err = Console(stderr=True)
 
+# MLflow's own defaults (120 s per request, 7 retries with exponential backoff) made `connect`
+# and `sweep` hang for minutes against an unreachable server. These are MLflow's variables, so
+# an operator who sets them keeps their values.
+_HTTP_DEFAULTS: Final = MappingProxyType(
+    {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    }
+)
+_OUTBOUND_MODULES: Final = ("mlflow", "requests", "urllib3")
+_USERINFO: Final = re.compile(r"(\w+://)[^/@\s]+@")
+
+
+@contextlib.contextmanager
+def _bounded_http() -> Iterator[None]:
+    """MLflow reads these per request; restore them after, for callers that embed the CLI."""
+    added = [name for name in _HTTP_DEFAULTS if name not in os.environ]
+    os.environ.update({name: _HTTP_DEFAULTS[name] for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+@contextlib.contextmanager
+def _errors(command: str) -> Iterator[None]:
+    """One line and exit 2 for every way the MLflow server can fail us; never a traceback."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except ModuleNotFoundError as exc:
+        exit_missing_extra(exc, "mlflow")
+    except (MamoriError, ImportError) as exc:
+        text = exc.diagnostics() if isinstance(exc, MamoriError) else str(exc)
+        _fail(f"mamori mlflow {command}: {text}")
+    except Exception as exc:
+        # MlflowException and requests' errors name the URL; anything else is a bug.
+        if not type(exc).__module__.startswith(_OUTBOUND_MODULES):
+            raise
+        _fail(f"mamori mlflow {command}: MLflow request failed: {exc}")
+
+
+def _fail(message: str) -> NoReturn:
+    # One line, and never the password of a tracking URI written as http://user:pw@host.
+    line = _USERINFO.sub(r"\1***@", " ".join(message.split()))
+    sys.stderr.write(line + "\n")
+    raise typer.Exit(EXIT_ERROR)
+
 
 @mlflow_app.command("connect", epilog=_EPILOG)
 def connect_command(
@@ -39,7 +96,7 @@ def connect_command(
     ] = False,
 ) -> None:
     """Create or update the 'mamori' webhook (admin credentials) and test every event."""
-    try:
+    with _bounded_http(), _errors("connect"):
         from mamori.config import load_settings  # noqa: PLC0415 - pydantic-settings; start-up time
         from mamori.lifecycle.mlflow.connect import connect  # noqa: PLC0415
 
@@ -56,12 +113,6 @@ def connect_command(
             secret=settings.mlflow_webhook_secret.get_secret_value(),
             encryption_key_fixed=encryption_key_fixed,
         )
-    except ModuleNotFoundError as exc:
-        exit_missing_extra(exc, "mlflow")
-    except (MamoriError, ImportError) as exc:
-        text = exc.diagnostics() if isinstance(exc, MamoriError) else str(exc)
-        _err.print(f"mamori mlflow connect: {text}")
-        raise typer.Exit(EXIT_ERROR) from exc
     verb = "created" if result.created else "updated"
     typer.echo(f"webhook {result.webhook_id} {verb}")
     for event, success, detail in result.tests:
@@ -82,7 +133,7 @@ def sweep_command(
 
     Scans are queued for the workers (``mamori worker``).
     """
-    try:
+    with _bounded_http(), _errors("sweep"):
         from mamori.config import load_settings  # noqa: PLC0415 - pydantic-settings; start-up time
         from mamori.lifecycle.mlflow.events import build_integration  # noqa: PLC0415
         from mamori.lifecycle.queue import make_queue  # noqa: PLC0415 - optional extra
@@ -90,12 +141,6 @@ def sweep_command(
         settings = load_settings()
         queue = make_queue(settings)
         report = build_integration(settings, queue.lifecycle()).sweep(rescan=rescan)
-    except ModuleNotFoundError as exc:
-        exit_missing_extra(exc, "mlflow")
-    except (MamoriError, ImportError) as exc:
-        text = exc.diagnostics() if isinstance(exc, MamoriError) else str(exc)
-        _err.print(f"mamori mlflow sweep: {text}")
-        raise typer.Exit(EXIT_ERROR) from exc
     typer.echo(
         f"{report.versions} version(s); resolved {report.resolved}, failed {report.failed}; "
         f"{report.protected_checked} protected target(s), {report.protected_denied} denied; "
