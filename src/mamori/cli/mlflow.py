@@ -143,7 +143,8 @@ def sweep_command(
         report = build_integration(settings, queue.lifecycle()).sweep(rescan=rescan)
     typer.echo(
         f"{report.versions} version(s); resolved {report.resolved}, failed {report.failed}; "
-        f"{report.protected_checked} protected target(s), {report.protected_denied} denied; "
+        f"{report.protected_checked} protected target(s), {report.protected_denied} denied, "
+        f"{report.drifted} re-hashed version(s) changed; "
         f"{report.tags_written} tag(s) mirrored"
     )
     if report.protected_denied:

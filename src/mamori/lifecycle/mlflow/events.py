@@ -93,6 +93,8 @@ class SweepReport:
     protected_checked: int
     protected_denied: int
     tags_written: int
+    drifted: int = 0
+    """Versions holding a protected target whose bytes no longer match their manifest."""
 
 
 class MlflowIntegration:
@@ -269,11 +271,13 @@ class MlflowIntegration:
             else:
                 failed += 1
         every = timedelta(minutes=self.settings.mlflow_reverify_minutes)
-        self.reverify(plan.protected, older_than=every)
+        drifted = self.reverify(plan.protected, older_than=every)
         denied = sum(not self.guard.check(t, origin="sweep") for t in plan.protected)
         tags = mirror_verdicts(self.lifecycle, self.client, plan.seen)
         self._forget_old_deliveries()
-        return SweepReport(plan.versions, resolved, failed, len(plan.protected), denied, tags)
+        return SweepReport(
+            plan.versions, resolved, failed, len(plan.protected), denied, tags, drifted
+        )
 
     def _forget_old_deliveries(self) -> None:
         # Rows older than the replay window can never be replayed (their timestamp is refused),
