@@ -26,7 +26,7 @@ from mamori.scan.pickle import analyse_stream
 from mamori.scan.pickle.machine import HIGHEST_PROTOCOL, Machine
 from mamori.scan.pickle.reader import Window
 
-__all__ = ["PickleHandler"]
+__all__ = ["PickleHandler", "rejected_at_first_opcode"]
 
 _MIN_OPCODES: Final = 2
 # The analyser starts a global's finding with its dotted name (scan/pickle/__init__.py, _emit).
@@ -113,6 +113,34 @@ def _parses(head: bytes, *, complete_head: bool) -> bool:
     return "truncated" in message or "without STOP" in message
 
 
+def rejected_at_first_opcode(head: bytes) -> bool:
+    """True when ``pickle.load`` fails on the very first opcode of ``head``.
+
+    Such bytes import and call nothing under any pickle-based loader (``pickle.load``, and
+    ``torch.load``, ``joblib.load``, ``numpy.load`` once they fall back to it). Only the first
+    opcode is trusted: it is a byte that is no opcode, or an opcode whose own argument does
+    not decode, where CPython's unpickler and this interpreter cannot disagree about what ran
+    before the error.
+    """
+    if not head or head.startswith(_PNG):
+        return True
+    machine = Machine(
+        Window(io.BytesIO(head), 0, exact=False),
+        max_opcodes=2,
+        deadline=lambda: None,
+        is_loader=lambda _ref: False,
+    )
+    trace = machine.run()
+    if trace.complete or trace.uses or trace.opcodes > 1 or len(trace.events) != 1:
+        return False
+    message = trace.events[0].message
+    return "truncated" not in message and "without STOP" not in message
+
+
+# An image saved under a model name (picklescan's bad_pytorch.pt). Its signature reads as
+# NEWFALSE, then PERSID "NG\r": pickle.load has no persistent_load and stops, torch's legacy
+# persistent_load rejects the id type "N"; nothing is imported or called either way.
+_PNG: Final = b"\x89PNG\r\n\x1a\n"
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
