@@ -7,8 +7,8 @@ head is interpreted symbolically and claimed when
 * it reaches STOP after at least two opcodes, whatever bytes follow (``pickle.load`` stops at
   STOP and never looks further; the bytes after it are analysed as trailing data), or
 * it runs out of bytes without another error (a pickle longer than the probe), or
-* it breaks, but only after importing a well-formed global: the loader has imported (and may
-  have called) it before the error, the "broken pickle" trick.
+* it breaks, but only after calling or instantiating a well-formed global: the loader ran it
+  before the error, the "broken pickle" trick.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from mamori.scan._internal.scoped_context import MemberContext
 from mamori.scan._internal.source import Source
 from mamori.scan.formats.interface import FormatHandler, Probe, ScanContext
 from mamori.scan.formats.joblib import WRAPPER_DOTTED, scan_joblib
-from mamori.scan.pickle import analyse_stream
+from mamori.scan.pickle import UseKind, analyse_stream
 from mamori.scan.pickle.machine import HIGHEST_PROTOCOL, Machine
 from mamori.scan.pickle.reader import Window
 
@@ -100,11 +100,13 @@ def _parses(head: bytes, *, complete_head: bool) -> bool:
     if trace.complete:
         return trace.opcodes >= _MIN_OPCODES
     if any(
-        _IDENTIFIER.fullmatch(ref.module) and _IDENTIFIER.fullmatch(ref.name)
-        for ref, _ in trace.uses
+        kind is not UseKind.REFERENCED
+        and _IDENTIFIER.fullmatch(ref.module)
+        and _IDENTIFIER.fullmatch(ref.name)
+        for ref, kind in trace.uses
     ):
-        # Text whose first line happens to start with an opcode letter imports nothing a
-        # loader could find ("class Foo(Base):" is no module name); a real global is.
+        # The loader called (or instantiated) a real global before the stream broke. Text whose
+        # first lines merely read as GLOBAL ("cat\ndog\n" in a word list) calls nothing.
         return True
     if complete_head or len(trace.events) != 1 or trace.opcodes < _MIN_OPCODES:
         return False
