@@ -27,7 +27,7 @@ def workdir(tmp_path, monkeypatch):
 def garbage_model(workdir):
     # Named like a model but matching no format: MAM-GEN-004, medium, so UNSAFE by default.
     path = workdir / "model.pt"
-    path.write_bytes(b"\x00\x01 definitely not a model")
+    path.write_bytes(b"K\x01\xff definitely not a model")  # K: pickle.load reads on
     return path
 
 

@@ -83,7 +83,7 @@ def handlers(monkeypatch: pytest.MonkeyPatch) -> list[FormatHandler]:
 
 
 def test_an_unrecognised_file_with_a_model_extension_is_unsafe(handlers):
-    report = scan_bytes(b"\x00\x01garbage", "weights.pt")
+    report = scan_bytes(b"K\x01\xffgarbage", "weights.pt")
     assert [f.rule_id for f in report.findings] == ["MAM-GEN-004"]
     assert report.verdict is Verdict.UNSAFE
 
@@ -271,7 +271,8 @@ def test_a_file_that_changes_during_the_scan_is_reported(handlers, tmp_path: Pat
 
 def test_unknown_bytes_under_a_name_loaders_open_make_the_verdict_unsafe(handlers):
     for name in ("weights.bin", "x.data", "m.npy", "m.pt", "archive.zip", "m.safetensors"):
-        report = scan_bytes(b"\x00\x01raw float32 weights", name)
+        # K (BININT1) is a valid first opcode: pickle.load would read on, so this is no proof.
+        report = scan_bytes(b"K\x01\xff\xferaw float32 weights", name)
         (finding,) = report.findings
         assert (finding.rule_id, finding.severity) == ("MAM-GEN-004", Severity.MEDIUM), name
         assert report.verdict is Verdict.UNSAFE, name
@@ -291,7 +292,7 @@ def test_binary_file_without_extension_in_a_folder_is_unsafe_but_text_is_quiet(h
     (tmp_path / "README.md").write_bytes(b"\x00\x01 not even text")
     (tmp_path / ".gitattributes").write_text("*.bin filter=lfs\n")
     assert scan_path(tmp_path).verdict is Verdict.SAFE
-    (tmp_path / "weights").write_bytes(b"\x00\x01raw float32 weights")
+    (tmp_path / "weights").write_bytes(b"K\x01\xff\xferaw float32 weights")
     report = scan_path(tmp_path)
     assert [(f.rule_id, f.location.member) for f in report.findings] == [
         ("MAM-GEN-004", ("weights",))
@@ -312,3 +313,21 @@ def test_unparsed_sentencepiece_model_files_are_noted_but_not_unsafe(handlers):
     report = scan_bytes(b"\n\x0e\n\x05<unk>\x15\x00\x00\x00\x00\x18\x02", "tokenizer.model")
     (finding,) = report.findings
     assert (finding.rule_id, finding.severity) == ("MAM-GEN-004", Severity.LOW)
+
+
+def test_bytes_whose_first_opcode_pickle_rejects_are_noted_but_not_unsafe(handlers):
+    # Raw float32 data starting with 0x00 (no opcode), a PNG named like a checkpoint, a GLOBAL
+    # whose module does not decode: torch.load, numpy.load and pickle.load all stop at once.
+    for data, name in (
+        (b"\x00\x00\x80?\x00\x00\x00@", "weights.bin"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "bad_pytorch.pt"),
+        (b"cmod\n\xf8\n", "not_a_pickle.bin"),
+    ):
+        report = scan_bytes(data, name)
+        (finding,) = report.findings
+        assert (finding.rule_id, finding.severity) == ("MAM-GEN-004", Severity.LOW), name
+
+
+def test_text_under_an_archive_or_model_format_name_is_unsafe(handlers):
+    report = scan_bytes(b"hello, this is not a zip\n", "weights.zip")
+    assert report.verdict is Verdict.UNSAFE

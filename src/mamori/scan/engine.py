@@ -41,6 +41,7 @@ from mamori.scan._internal.streams import (
 )
 from mamori.scan.formats import HANDLERS
 from mamori.scan.formats.interface import PROBE_BYTES, FormatHandler, LimitExceeded, Probe
+from mamori.scan.formats.pickle import rejected_at_first_opcode
 from mamori.scan.limits import ScanLimits
 from mamori.scan.policy import ScanPolicy
 from mamori.scan.rules import rule
@@ -81,9 +82,12 @@ _MODEL_EXTENSIONS: dict[str, frozenset[FileFormat]] = {
 #   under a dot-folder such as .git): a pickle loader accepts text only as a protocol 0
 #   pickle, which detection recognises by content. Inside archives such members stay INFO
 #   (tarballs of extensionless data files, such as zoneinfo, are common and not models);
-# * LOW for text under such a name (site-packages' *.pth path files, Git LFS pointers):
+# * LOW for text under a pickle-loader name (site-packages' *.pth files, Git LFS pointers):
 #   torch.load and numpy.load read it with pickle, which accepts text only as a protocol 0
 #   pickle; detection claims any text that reaches STOP or imports a well-formed global;
+# * LOW when every loader of the name ends in pickle.load (.pkl, .pt, .bin, .npy, ...) and
+#   pickle.load rejects the very first opcode (raw float data starting with a byte that is no
+#   opcode, an image): nothing can be imported or called. Anything later is not trusted;
 # * LOW for raw tensor data beside the model that declares it (a .bin/.data or
 #   extensionless file next to an .onnx model, or an OpenVINO <stem>.xml), and for *.model,
 #   the name of sentencepiece and xgboost binaries mamori does not parse (gensim's pickled
@@ -109,17 +113,26 @@ _LOADER_EXTENSIONS: Final = frozenset(
         ".7z",
     }
 )
+# Names whose loaders (pickle, torch.load, joblib.load, numpy.load) all end in pickle.load for
+# bytes that are not their zip/tar/npy/compressed containers.
+_PICKLE_LOADER_EXTENSIONS: Final = frozenset(
+    {".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".bin", ".joblib", ".dill", ".npy", ".data"}
+)
 _RAW_DATA_EXTENSIONS: Final = frozenset({".bin", ".data", ""})
 _UNPARSED_MODEL_EXTENSIONS: Final = frozenset({".model"})
 _TEXT_CONTROL: Final = frozenset(b"\t\n\r\f\x1b")
 _UTF8_TAIL: Final = 3
 
 
-def _looks_like_text(head: bytes) -> bool:
-    """UTF-8 without NUL or other control bytes (a probe may cut the last character)."""
+def _complete(probe: Probe) -> bool:
+    return probe.size is not None and probe.size <= len(probe.head)
+
+
+def _looks_like_text(head: bytes, *, complete: bool) -> bool:
+    """UTF-8 without NUL or other control bytes (a cut probe may split the last character)."""
     if any(b < 0x20 and b not in _TEXT_CONTROL for b in head):  # noqa: PLR2004 - C0 controls
         return False
-    for cut in range(_UTF8_TAIL + 1):
+    for cut in range(1 if complete else _UTF8_TAIL + 1):
         try:
             head[: len(head) - cut].decode("utf-8")
         except UnicodeDecodeError:
@@ -452,11 +465,24 @@ class Scan:
             why = f"named *{ext}, which model loaders open"
             if ext in _UNPARSED_MODEL_EXTENSIONS:
                 severity = Severity.LOW
-            elif _looks_like_text(probe.head):
+            elif ext in _PICKLE_LOADER_EXTENSIONS and _looks_like_text(
+                probe.head, complete=_complete(probe)
+            ):
                 # Python's own *.pth path files, Git LFS pointers: text no loader runs.
                 why = f"text named *{ext}; not a pickle a loader would run"
                 severity = Severity.LOW
-        elif not ext and in_folder and not _looks_like_text(probe.head):
+            elif ext in _PICKLE_LOADER_EXTENSIONS and rejected_at_first_opcode(probe.head):
+                why = (
+                    f"named *{ext}; every loader of that name falls back to pickle.load, "
+                    "which rejects its first opcode"
+                )
+                severity = Severity.LOW
+        elif (
+            not ext
+            and in_folder
+            and not _looks_like_text(probe.head, complete=_complete(probe))
+            and not rejected_at_first_opcode(probe.head)
+        ):
             why = "binary file without extension in a model folder"
         else:
             if depth > self.file_depth:

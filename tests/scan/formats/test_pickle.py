@@ -48,3 +48,15 @@ def test_handler_reports_a_malicious_pickle_as_unsafe() -> None:
             return (os.system, ("true",))
 
     assert scan_bytes(pickle.dumps(E()), name="model.pkl").verdict is Verdict.UNSAFE
+
+
+def test_a_protocol_0_pickle_followed_by_other_bytes_is_detected():
+    data = pickle.dumps({"a": [1, 2]}, protocol=0) + b"\x00 trailing bytes"
+    assert scan_bytes(data, "x.bin").format is FileFormat.PICKLE
+
+
+def test_a_word_list_whose_first_lines_read_as_a_global_is_not_a_pickle():
+    # "c" is GLOBAL: "cat\ndog\n" imports at.dog and calls nothing before the stream breaks.
+    report = scan_bytes(b"cat\ndog\nmouse\nbird\n", "words.txt")
+    assert report.format is FileFormat.UNKNOWN
+    assert report.verdict is Verdict.SAFE

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save
 
-from mamori.findings import FileFormat, Severity
+from mamori.findings import FileFormat, Severity, Verdict
 from mamori.scan import ScanLimits, ScanPolicy, scan_bytes, scan_path
 from mamori.scan.formats.interface import Probe
 from mamori.scan.formats.safetensors import SafetensorsHandler
@@ -237,3 +237,9 @@ def test_zip_appended_to_tensors_is_reported_as_a_polyglot():
         archive.writestr("payload.txt", "harmless")
     rules = _rules(_real() + buf.getvalue())
     assert {"MAM-GEN-005", "MAM-ST-004"} <= rules
+
+
+def test_a_header_length_of_10_to_the_12_makes_the_verdict_unsafe():
+    data = struct.pack("<Q", 10**12) + b'{"a": 1}'
+    report = scan_bytes(data, "model.safetensors")
+    assert report.verdict is Verdict.UNSAFE

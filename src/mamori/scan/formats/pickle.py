@@ -7,8 +7,8 @@ head is interpreted symbolically and claimed when
 * it reaches STOP after at least two opcodes, whatever bytes follow (``pickle.load`` stops at
   STOP and never looks further; the bytes after it are analysed as trailing data), or
 * it runs out of bytes without another error (a pickle longer than the probe), or
-* it breaks, but only after importing a well-formed global: the loader has imported (and may
-  have called) it before the error, the "broken pickle" trick.
+* it breaks, but only after calling or instantiating a well-formed global: the loader ran it
+  before the error, the "broken pickle" trick.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from mamori.scan._internal.scoped_context import MemberContext
 from mamori.scan._internal.source import Source
 from mamori.scan.formats.interface import FormatHandler, Probe, ScanContext
 from mamori.scan.formats.joblib import WRAPPER_DOTTED, scan_joblib
-from mamori.scan.pickle import analyse_stream
+from mamori.scan.pickle import UseKind, analyse_stream
 from mamori.scan.pickle.machine import HIGHEST_PROTOCOL, Machine
 from mamori.scan.pickle.reader import Window
 
-__all__ = ["PickleHandler"]
+__all__ = ["PickleHandler", "rejected_at_first_opcode"]
 
 _MIN_OPCODES: Final = 2
 # The analyser starts a global's finding with its dotted name (scan/pickle/__init__.py, _emit).
@@ -100,11 +100,13 @@ def _parses(head: bytes, *, complete_head: bool) -> bool:
     if trace.complete:
         return trace.opcodes >= _MIN_OPCODES
     if any(
-        _IDENTIFIER.fullmatch(ref.module) and _IDENTIFIER.fullmatch(ref.name)
-        for ref, _ in trace.uses
+        kind is not UseKind.REFERENCED
+        and _IDENTIFIER.fullmatch(ref.module)
+        and _IDENTIFIER.fullmatch(ref.name)
+        for ref, kind in trace.uses
     ):
-        # Text whose first line happens to start with an opcode letter imports nothing a
-        # loader could find ("class Foo(Base):" is no module name); a real global is.
+        # The loader called (or instantiated) a real global before the stream broke. Text whose
+        # first lines merely read as GLOBAL ("cat\ndog\n" in a word list) calls nothing.
         return True
     if complete_head or len(trace.events) != 1 or trace.opcodes < _MIN_OPCODES:
         return False
@@ -113,6 +115,34 @@ def _parses(head: bytes, *, complete_head: bool) -> bool:
     return "truncated" in message or "without STOP" in message
 
 
+def rejected_at_first_opcode(head: bytes) -> bool:
+    """True when ``pickle.load`` fails on the very first opcode of ``head``.
+
+    Such bytes import and call nothing under any pickle-based loader (``pickle.load``, and
+    ``torch.load``, ``joblib.load``, ``numpy.load`` once they fall back to it). Only the first
+    opcode is trusted: it is a byte that is no opcode, or an opcode whose own argument does
+    not decode, where CPython's unpickler and this interpreter cannot disagree about what ran
+    before the error.
+    """
+    if not head or head.startswith(_PNG):
+        return True
+    machine = Machine(
+        Window(io.BytesIO(head), 0, exact=False),
+        max_opcodes=2,
+        deadline=lambda: None,
+        is_loader=lambda _ref: False,
+    )
+    trace = machine.run()
+    if trace.complete or trace.uses or trace.opcodes > 1 or len(trace.events) != 1:
+        return False
+    message = trace.events[0].message
+    return "truncated" not in message and "without STOP" not in message
+
+
+# An image saved under a model name (picklescan's bad_pytorch.pt). Its signature reads as
+# NEWFALSE, then PERSID "NG\r": pickle.load has no persistent_load and stops, torch's legacy
+# persistent_load rejects the id type "N"; nothing is imported or called either way.
+_PNG: Final = b"\x89PNG\r\n\x1a\n"
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
