@@ -127,11 +127,13 @@ _TABLE: Final[tuple[Rule, ...]] = (
     _r("MAM-PKL-001", C, "Dangerous global in pickle", ("CWE-502", "CWE-94"), SUPPLY_CHAIN,
        "The pickle imports a callable that executes code, runs processes, touches files or "
        "the network, or deserialises nested data (os.system, builtins.eval, pickle.loads, "
-       "...). Loading the file runs it."),
+       "...), under any spelling find_class resolves to it (aliases, re-exports, dotted "
+       "names). Critical however it is reached: called, planted, or only imported."),
     _r("MAM-PKL-002", H, "Unlisted standard-library callable called", ("CWE-502",),
        SUPPLY_CHAIN,
-       "A standard-library callable outside the allowlist is called at load time. The "
-       "standard library is where pickle gadget chains come from."),
+       "A standard-library callable outside the allowlist is called at load time, by "
+       "REDUCE/OBJ/INST or by an allowlisted helper that calls its argument. The standard "
+       "library is where pickle gadget chains come from."),
     _r("MAM-PKL-003", M, "Unlisted third-party callable called", ("CWE-502",), SUPPLY_CHAIN,
        "A callable outside the allowlist from a non-standard module is called at load time."),
     _r("MAM-PKL-004", L, "Unlisted class instantiated", ("CWE-502",), SUPPLY_CHAIN,
@@ -143,18 +145,21 @@ _TABLE: Final[tuple[Rule, ...]] = (
        "A standard-library class outside the allowlist is instantiated and given state; its "
        "__setstate__ runs at load time."),
     _r("MAM-PKL-006", L, "Unlisted global referenced", ("CWE-502",), SUPPLY_CHAIN,
-       "A global outside the allowlist is imported but never called by the pickle itself; "
-       "importing its module runs that module's code."),
+       "A global outside the allowlist is imported, and no opcode path of the unpickler "
+       "model can reach it as a callable (not called, not planted, not given to code that "
+       "may call it); importing its module still runs that module's code."),
     _r("MAM-PKL-007", H, "Unresolvable global", ("CWE-502", "CWE-20"), SUPPLY_CHAIN,
        "The pickle imports something whose name cannot be determined from the file "
        "(STACK_GLOBAL on non-string operands, EXT extension codes)."),
     _r("MAM-PKL-008", H, "Call of a computed callable", ("CWE-502",), SUPPLY_CHAIN,
-       "REDUCE/NEWOBJ/OBJ calls a value produced at load time (the result of another call, "
-       "a persistent object) rather than an imported name: a gadget chain."),
+       "REDUCE/NEWOBJ/OBJ, or a helper that calls its argument, calls a value produced at "
+       "load time (the result of another call, a persistent object) rather than an imported "
+       "name: a gadget chain."),
     _r("MAM-PKL-009", H, "Imported object mutated by BUILD", ("CWE-502", "CWE-915"),
        SUPPLY_CHAIN,
-       "BUILD applies state to an imported function or class itself, which can overwrite "
-       "attributes such as __code__ or module globals."),
+       "BUILD, APPENDS, SETITEMS or ADDITEMS act on an imported function, class or module "
+       "object itself, which can overwrite attributes such as __code__ or module globals, or "
+       "call its extend/append/add/__setitem__."),
     _r("MAM-PKL-010", H, "Malformed pickle", ("CWE-20", "CWE-502"), SUPPLY_CHAIN,
        "The pickle stream is truncated, has no STOP, underflows its stack, misses a MARK, "
        "reads an undefined memo key or has an argument that does not decode. Loaders stop "

@@ -1,7 +1,12 @@
 """The one pickle analyser. Nothing is ever unpickled.
 
 A streaming opcode reader, a symbolic stack and memo, and global resolution against an
-allowlist and a denylist.
+allowlist and a denylist. ``MODEL.md`` beside this file is the model of the unpickler the
+analyser implements: for each opcode, which Python-level calls CPython's ``_pickle`` (and the
+pure-Python ``pickle._Unpickler`` that joblib uses) can make and on what, and how each call site
+is graded. The analyser tracks every value that may be a non-builtin instance and grades every
+call site listed there; "imported but not called" is LOW only when no opcode path can reach the
+global as a callable.
 
 Other format handlers (torch, joblib, numpy) feed it streams through :func:`analyse_one`
 (exactly one pickle, stream left right after STOP) or :func:`analyse_stream` (every stacked

@@ -391,6 +391,8 @@ PLANTABLE: Final = frozenset(
         "keys",  # dict(obj), OrderedDict(obj) and update(obj) call obj.keys()
         "as_subclass",  # torch._tensor._rebuild_from_type_v2 calls ret.as_subclass
         "__class__",  # slot state setattr swaps the class whose methods run next
+        "__new__",  # pickle._Unpickler (joblib) NEWOBJ: cls.__new__ looked up on the object
+        "items",  # pickle._Unpickler (joblib) BUILD: state.items() on the state object
     }
 )
 """Attribute names the unpickler or an allowlisted helper looks up on an instance and calls."""
