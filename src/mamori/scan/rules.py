@@ -371,8 +371,9 @@ _TABLE: Final[tuple[Rule, ...]] = (
     # --- model formats: keras, tf, onnx, safetensors, gguf, nemo, flax, signatures ----------
     _r("MAM-JSON-001", M, "Model needs remote code (auto_map)", ("CWE-94", "CWE-829"),
        SUPPLY_CHAIN,
-       "config.json maps model classes to Python files in the repository; loading it with "
-       "trust_remote_code imports and runs that code."),
+       "A config's auto_map (dict or older list form) or custom_pipelines maps classes to "
+       "Python files in the repository; loading it with trust_remote_code imports and runs "
+       "that code."),
     _r("MAM-JSON-002", M, "JSON document not analysed", ("CWE-20",), SUPPLY_CHAIN,
        "A file that starts like a JSON object or array is not valid JSON (nor JSON Lines) in "
        "the encoding its first bytes declare, or is too large to check; what a lenient reader "

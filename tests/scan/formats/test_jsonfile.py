@@ -255,3 +255,17 @@ def test_a_real_hugging_face_folder_reads_every_config_as_json_and_vocab_as_text
     assert all(formats[name] is FileFormat.JSON for name in configs)
     assert formats["vocab.txt"] is FileFormat.UNKNOWN
     assert report.findings == ()
+
+
+def test_custom_pipelines_are_reported_as_remote_code():
+    document = {"custom_pipelines": {"my-task": {"impl": "pipe_x.MyPipeline", "pt": []}}}
+    report = _scan(document)
+    (finding,) = report.findings
+    assert finding.rule_id == "MAM-JSON-001"
+    assert "custom_pipelines" in finding.message
+    assert "pipe_x.MyPipeline" in finding.message
+
+
+def test_an_auto_map_nested_in_a_sub_config_is_reported():
+    report = _scan({"text_config": {"auto_map": {"AutoModel": "modeling_x.X"}}})
+    assert any("text_config.auto_map" in f.message for f in report.findings)

@@ -291,15 +291,23 @@ def test_assets_members_are_expected():
     assert "MAM-KERAS-006" not in _rules(report)
 
 
-def test_sniff_needs_config_json_beside_keras_members():
+def test_sniff_needs_config_json_and_only_members_keras_writes_unless_keras_members_are_there():
     handler = KerasV3Handler()
     data = _keras_zip(_sequential(), weights=True)
     assert handler.sniff(Probe(head=data[:65536], tail=data[-65536:], size=len(data), name=""))
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("config.json", "{}")
-    other = buf.getvalue()
-    assert not handler.sniff(Probe(head=other, tail=other, size=len(other), name=""))
+
+    def probe(members: dict[str, str]) -> Probe:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for name, text in members.items():
+                z.writestr(name, text)
+        raw = buf.getvalue()
+        return Probe(head=raw, tail=raw, size=len(raw), name="")
+
+    # keras.saving.load_model needs nothing but config.json in a .keras zip.
+    assert handler.sniff(probe({"config.json": "{}"}))
+    assert not handler.sniff(probe({"config.json": "{}", "README.md": "x"}))
+    assert not handler.sniff(probe({"metadata.json": "{}"}))
 
 
 @given(st.binary(max_size=512))

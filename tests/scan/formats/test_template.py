@@ -71,3 +71,17 @@ def test_a_utf8_bom_is_accepted():
 @given(st.text(alphabet=st.sampled_from(list("{}%#()[]._'\"|~+ abcxyz_-\n")), max_size=200))
 def test_any_text_scans_without_a_parser_failure(text):
     assert "MAM-GEN-001" not in _rules(scan_bytes(text.encode(), "t.jinja"))
+
+
+def test_a_payload_after_pages_of_filler_is_found_through_the_tail():
+    filler = "You are a helpful assistant.\n" * 5_000
+    text = filler + "{{ cycler.__init__.__globals__.os.popen('id').read() }}\n"
+    report = scan_bytes(text.encode(), "chat_template.jinja")
+    assert report.format is FileFormat.TEXT
+    assert report.verdict is Verdict.UNSAFE
+
+
+def test_a_large_text_with_stray_braces_that_does_not_parse_is_not_reported():
+    text = "notes {{ unclosed\n" + "plain words\n" * 10_000
+    report = scan_bytes(text.encode(), "notes.txt")
+    assert report.findings == ()

@@ -91,3 +91,25 @@ def test_any_mapping_dumped_by_pyyaml_is_recognised(document):
     report = scan_bytes(raw, "x.yaml")
     assert report.format is FileFormat.YAML
     assert "MAM-GEN-001" not in _rules(report)
+
+
+def test_jinja_that_yaml_reads_as_syntax_is_checked_as_a_template():
+    # To YAML, `{{ ... }}` is a flow mapping and no value holds a template; to a renderer of
+    # prompt.yaml.j2 it is an expression.
+    text = "role: {{ cycler.__init__.__globals__.os.popen('id').read() }}\n"
+    report = scan_bytes(text.encode(), "prompt.yaml.j2")
+    assert report.format is FileFormat.YAML
+    assert "MAM-TPL-001" in _rules(report)
+    assert report.verdict is Verdict.UNSAFE
+
+
+def test_a_benign_template_in_a_value_is_reported_once_at_most():
+    text = 'chat_template: "{{ cycler.__init__ }}"\n'
+    report = scan_bytes(text.encode(), "config.yaml")
+    assert not any("document text" in f.message for f in report.findings)
+
+
+def test_a_large_text_that_only_starts_like_yaml_is_not_yaml():
+    text = "Note: this is prose, not a config.\n" + "A line of prose without a key.\n" * 3000
+    report = scan_bytes(text.encode(), "NOTES")
+    assert report.format is not FileFormat.YAML

@@ -4,7 +4,8 @@ Each test builds the model folder or archive as an attacker would, proves in a s
 the real loader (``AutoConfig``/``AutoTokenizer`` with ``trust_remote_code=True``,
 ``keras.saving.load_model(P, safe_mode=False)``) runs the payload, and asserts mamori's verdict
 is UNSAFE. The configs are pretty-printed (how Hugging Face and Keras folders are written),
-which used to make them "unknown" to the scanner.
+which used to make them "unknown" to the scanner; ``custom_pipelines`` (``pipeline()`` with
+``trust_remote_code=True``) is a second remote-code hook beside ``auto_map``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,26 @@ def test_the_older_list_form_of_tokenizer_auto_map_runs_remote_code_and_is_unsaf
     assert attack.runs(AUTO_TOKENIZER, folder)
     assert verdict_of(folder) is Verdict.UNSAFE
     assert verdict_of(folder / "tokenizer_config.json") is Verdict.UNSAFE
+
+
+PIPELINE = _HF_CACHE + (
+    "from transformers import pipeline\npipeline(model=P, trust_remote_code=True)"
+)
+
+
+def test_custom_pipelines_in_a_config_run_remote_code_and_are_unsafe(
+    attack, verdict_of, tmp_path: Path
+):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "pipe_x.py").write_text(f"import os\nos.system({attack.payload_command()!r})\n")
+    config = {
+        "model_type": "bert",
+        "custom_pipelines": {"my-task": {"impl": "pipe_x.MyPipeline", "pt": ["AutoModel"]}},
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    assert attack.runs(PIPELINE, folder)
+    assert verdict_of(folder) is Verdict.UNSAFE
 
 
 def _keras_config(attack) -> dict[str, object]:

@@ -8,9 +8,9 @@ Three things in a JSON document make a loader run code, and each is checked:
   value that parses as a template with a statement or an expression is checked, under any
   key: ``chat_template`` in both its string and its named-list form, ``custom_chat_template``,
   a template hidden under an unrelated key, or the value a duplicate key shadows.
-* ``auto_map``, which makes ``transformers`` import repository code under
-  ``trust_remote_code``: in its dict form (``config.json``) and in the older list form
-  (``["tokenization_x.Tok", null]`` in ``tokenizer_config.json``), at any depth.
+* ``auto_map`` and ``custom_pipelines``, which make ``transformers`` import repository code
+  under ``trust_remote_code``: ``auto_map`` in its dict form (``config.json``) and in the older
+  list form (``["tokenization_x.Tok", null]`` in ``tokenizer_config.json``), at any depth.
 * Keras objects (``{"class_name": ..., "config": ...}``): ``keras.saving.load_model`` accepts
   a folder holding ``config.json`` and a ``.keras`` zip holding only ``config.json``
   (``saving_lib._load_model_from_dir``/``_from_fileobj``), and ``deserialize_keras_object``
@@ -38,6 +38,10 @@ _SNIFF_BYTES: Final = 4096
 _MAX_VALUES: Final = 5_000_000
 _MAX_REPORTED_DUPLICATES: Final = 20
 _MAX_SHOWN_TARGETS: Final = 5
+# Keys whose "module.Class" values transformers imports from the repository under
+# trust_remote_code: auto_map (AutoConfig/AutoModel/AutoTokenizer/AutoProcessor) and
+# custom_pipelines (pipeline(): config.custom_pipelines[task]["impl"]).
+_REMOTE_CODE_KEYS: Final = ("auto_map", "custom_pipelines")
 
 
 class _DocumentError(ValueError):
@@ -172,14 +176,14 @@ def _check_values(
     if found is None:
         return
     auto_maps, keras_shaped = found
-    for path, auto_map in auto_maps:
-        targets = sorted({str(v) for v in _flatten(auto_map)})
+    for path, hook in auto_maps:
+        targets = sorted({str(v) for v in _flatten(hook)})
         more = " ..." if len(targets) > _MAX_SHOWN_TARGETS else ""
-        where = _render(path).removeprefix("$.").removeprefix("$")
+        where = _render(path).removeprefix("$")
         ctx.report(
             "MAM-JSON-001",
-            f"{where + '.' if where else ''}auto_map makes transformers import repository code "
-            f"when trust_remote_code is set: {', '.join(targets[:_MAX_SHOWN_TARGETS])}{more}",
+            f"{where} makes transformers import repository code when trust_remote_code is "
+            f"set: {', '.join(targets[:_MAX_SHOWN_TARGETS])}{more}",
             evidence=", ".join(targets[:20]),
         )
     if keras_shaped:
@@ -208,8 +212,7 @@ def _check_strings(
         elif isinstance(value, dict):
             if isinstance(value.get("class_name"), str) and "config" in value:
                 keras_shaped = True
-            if value.get("auto_map"):
-                auto_maps.append((path, value["auto_map"]))
+            auto_maps.extend(((path, f".{k}"), value[k]) for k in _REMOTE_CODE_KEYS if value.get(k))
     return auto_maps, keras_shaped
 
 

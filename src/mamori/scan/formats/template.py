@@ -47,14 +47,22 @@ class TemplateHandler(FormatHandler):
     format: ClassVar[FileFormat] = FileFormat.TEXT
 
     def sniff(self, probe: Probe) -> bool:
-        """Text with Jinja delimiters that parses, or that starts with a Jinja tag."""
+        """Text with Jinja delimiters: a small file must parse or start with a Jinja tag."""
         whole = probe.size is not None and probe.size <= len(probe.head)
         text = decode_text(probe.head, final=whole)
-        if text is None or ("{%" not in text and "{{" not in text):
+        if text is None:
             return False
+        if not whole and not _has_delimiters(text):
+            tail = probe.tail or b""
+            if b"\0" in tail or (b"{{" not in tail and b"{%" not in tail):
+                return False
         starts_as_template = text.lstrip().startswith(_OPENERS)
         if not whole:
-            return starts_as_template
+            # Larger than the probe: text with Jinja delimiters in its head (or its tail, where
+            # a payload after pages of filler would sit) is read whole and parsed in scan().
+            return True
+        if not _has_delimiters(text):
+            return False
         # Lazy: jinja2 is imported only for text that holds Jinja delimiters.
         from mamori.scan._internal.jinja_check import TemplateIssue, parse_template  # noqa: PLC0415
 
@@ -62,7 +70,10 @@ class TemplateHandler(FormatHandler):
 
     def scan(self, source: Source, ctx: ScanContext) -> None:
         """Parse the whole file as a template and report every issue."""
-        from mamori.scan._internal.jinja_check import report_template  # noqa: PLC0415
+        from mamori.scan._internal.jinja_check import (  # noqa: PLC0415
+            report_config_string,
+            report_template,
+        )
 
         with source.open() as stream:
             raw = stream.read(_MAX_BYTES + 1)
@@ -73,5 +84,15 @@ class TemplateHandler(FormatHandler):
         if text is None:
             ctx.report("MAM-TPL-002", "template file is not UTF-8 text; not parsed")
             return
-        name = ctx.member_path[-1] if ctx.member_path else "template"
-        report_template(name, text, ctx, offset=None)
+        name = ctx.member_path[-1] if ctx.member_path else ""
+        label = name or "template file"
+        if text.lstrip().startswith(_OPENERS):
+            report_template(label, text, ctx, offset=None)
+        else:
+            # Text that only holds delimiters somewhere: what does not parse is not rendered
+            # by jinja2 either (and is reported only under a name that says "template").
+            report_config_string(label, name, text, ctx)
+
+
+def _has_delimiters(text: str) -> bool:
+    return "{%" in text or "{{" in text

@@ -65,7 +65,9 @@ class YamlHandler(FormatHandler):
         if not (line.startswith(("---", "%YAML")) or _MAPPING_ENTRY.match(line)):
             return False
         if not whole:
-            return True
+            # A larger file must compose up to its last complete line in the probe: prose
+            # that happens to start with "Note: ..." does not.
+            text = text[: text.rfind("\n") + 1]
         try:
             roots = _compose(text)
         except ValueError:
@@ -88,7 +90,7 @@ class YamlHandler(FormatHandler):
         except ValueError as exc:
             ctx.report("MAM-YAML-001", str(exc))
             return
-        _check(roots, ctx)
+        _check(roots, text, ctx)
 
 
 def _compose(text: str) -> list[yaml.Node]:
@@ -113,11 +115,16 @@ def _is_mapping(node: yaml.Node) -> bool:
     return isinstance(node, yaml.MappingNode)
 
 
-def _check(roots: list[yaml.Node], ctx: ScanContext) -> None:
+def _delimiters(text: str) -> int:
+    return text.count("{{") + text.count("{%")
+
+
+def _check(roots: list[yaml.Node], text: str, ctx: ScanContext) -> None:
     import yaml  # noqa: PLC0415
 
     from mamori.scan._internal.jinja_check import report_config_string  # noqa: PLC0415
 
+    in_values = 0
     tags = 0
     for count, (path, key, node) in enumerate(_walk(roots), 1):
         if count > _MAX_NODES:
@@ -134,8 +141,14 @@ def _check(roots: list[yaml.Node], ctx: ScanContext) -> None:
                     evidence=node.tag,
                 )
         if isinstance(node, yaml.ScalarNode) and "{" in node.value:
+            in_values += _delimiters(node.value)
             line = node.start_mark.line + 1
             report_config_string(f"{path or 'document'} (line {line})", key, node.value, ctx)
+    if _delimiters(text) > in_values:
+        # Jinja delimiters that YAML read as syntax (`role: {{ x }}` is a flow mapping to YAML),
+        # so no value holds them: the file is also a template (config.yaml.j2, Ansible, ...)
+        # and a renderer sees an expression there. Check the whole text as one.
+        report_config_string("document text (rendered as a template)", "", text, ctx)
 
 
 def _walk(roots: list[yaml.Node]) -> Iterator[tuple[str, str, yaml.Node]]:
