@@ -30,7 +30,14 @@ from mamori.findings import (
     Member,
     Severity,
 )
-from mamori.scan._internal.digest import CHUNK, Digests, MultiHasher, digest_source
+from mamori.scan._internal.digest import (
+    CHUNK,
+    DigestBatcher,
+    Digests,
+    MultiHasher,
+    PendingDigest,
+    digest_source,
+)
 from mamori.scan._internal.source import BytesSource, FileRegion, Source
 from mamori.scan._internal.streams import (
     DescriptorSource,
@@ -166,7 +173,7 @@ def _safe_sniff(handler: FormatHandler, probe: Probe) -> bool:
 class _PendingMember:
     path: tuple[str, ...]
     format: FileFormat
-    digests: Digests | Future[Digests]
+    digests: Digests | Future[Digests] | PendingDigest
     expected_crc32: int | None
     expected_size: int | None
 
@@ -253,6 +260,8 @@ class Scan:
         self.policy = policy
         self.limits = policy.limits
         self.pool = pool
+        # Members are hashed in batches (one task per ~32 MiB), not one future per member.
+        self.batcher = DigestBatcher(pool)
         self.deadline = time.monotonic() + self.limits.max_seconds
         self.findings: list[Finding] = []
         self.members: list[_PendingMember] = []
@@ -320,11 +329,13 @@ class Scan:
         want_crc = expected_crc32 is not None
 
         if source.random_access:
-            digests: Digests | Future[Digests] = (
-                top_digests
-                if top_digests is not None
-                else self.pool.submit(digest_source, source, md5=md5, crc32=want_crc)
-            )
+            digests: Digests | Future[Digests] | PendingDigest
+            if top_digests is not None:
+                digests = top_digests
+            elif depth > 0:
+                digests = self.batcher.submit(source, md5=md5, crc32=want_crc)
+            else:
+                digests = self.pool.submit(digest_source, source, md5=md5, crc32=want_crc)
             if opaque:
                 self.record(member_path, FileFormat.RAW_DATA, digests, expected_crc32, source)
                 return FileFormat.RAW_DATA
@@ -514,7 +525,7 @@ class Scan:
         self,
         member_path: tuple[str, ...],
         fmt: FileFormat,
-        digests: Digests | Future[Digests],
+        digests: Digests | Future[Digests] | PendingDigest,
         expected_crc32: int | None,
         source: Source | None,
     ) -> None:
@@ -526,9 +537,10 @@ class Scan:
         """Wait for the hashing threads; check CRCs and sizes; return the top and members."""
         top: Digests | None = None
         members: list[Member] = []
+        self.batcher.flush()
         for pending in self.members:
             digests = pending.digests
-            if isinstance(digests, Future):
+            if not isinstance(digests, Digests):
                 try:
                     digests = digests.result()
                 except OSError as exc:
