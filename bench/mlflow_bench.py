@@ -45,8 +45,9 @@ import uvicorn  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
 from mamori.config import load_settings  # noqa: E402
-from mamori.identity.apitokens import ApiTokens, Scope  # noqa: E402
+from mamori.identity.apitokens import Scope  # noqa: E402
 from mamori.lifecycle.factory import build_lifecycle  # noqa: E402
+from mamori.store.apitokens import ApiTokens  # noqa: E402
 from mamori.store.models import ArtifactRow, BindingRow, ScanRow, ScanStatus  # noqa: E402
 from mamori.store.models_mlflow import MlflowVersionRow, VersionStatus  # noqa: E402
 

@@ -186,8 +186,8 @@ def token_mint(
 
 
 def _token_store(settings: Settings) -> Any:
-    from mamori.identity.apitokens import ApiTokens  # noqa: PLC0415
     from mamori.store import Store  # noqa: PLC0415
+    from mamori.store.apitokens import ApiTokens  # noqa: PLC0415
 
     store = Store(settings.resolved_database_url)
     store.migrate()

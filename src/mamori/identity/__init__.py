@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mamori.identity.apitokens import ApiTokens, Scope
+from mamori.identity.apitokens import Scope
 from mamori.identity.claims import ClaimMapping, MappedClaims, map_claims
 from mamori.identity.issuer import DevIssuer
 from mamori.identity.jwt import ASYMMETRIC_ALGORITHMS, JwksSource, VerifierConfig, verify_token
@@ -12,7 +12,6 @@ from mamori.identity.subjects import SubjectRules, check_subject
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
-    "ApiTokens",
     "ClaimMapping",
     "DevIssuer",
     "JwksSource",

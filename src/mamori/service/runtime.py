@@ -20,7 +20,7 @@ import structlog
 
 from mamori.config import Settings
 from mamori.errors import ConfigError, IdentityError, MamoriError
-from mamori.identity.apitokens import ApiTokens, is_api_token
+from mamori.identity.apitokens import is_api_token
 from mamori.identity.claims import ClaimMapping
 from mamori.identity.issuer import DevIssuer
 from mamori.identity.jwt import JwksSource, VerifierConfig, verify_token
@@ -32,6 +32,7 @@ from mamori.lifecycle.authz import LIFECYCLE_ROLES
 from mamori.lifecycle.factory import load_lifecycle_policies, load_scan_policy
 from mamori.policy.engine import PolicyEngine
 from mamori.store import Store
+from mamori.store.apitokens import ApiTokens
 
 if TYPE_CHECKING:
     from mamori.lifecycle.queue import JobQueue

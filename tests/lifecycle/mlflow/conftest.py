@@ -28,11 +28,12 @@ import uvicorn
 from sqlalchemy import select
 
 from mamori.config import Settings, load_settings
-from mamori.identity.apitokens import ApiTokens, Scope
+from mamori.identity.apitokens import Scope
 from mamori.identity.principal import Principal
 from mamori.lifecycle import Lifecycle
 from mamori.service import ScanMode, create_app
 from mamori.store import Store
+from mamori.store.apitokens import ApiTokens
 from mamori.store.models import ApprovalDecision, ArtifactRow, BindingRow, ScanRow, ScanStatus
 from mamori.store.models_mlflow import MlflowVersionRow, VersionStatus
 

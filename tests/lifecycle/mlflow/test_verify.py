@@ -8,8 +8,9 @@ from typer.testing import CliRunner
 
 from mamori.cli import app
 from mamori.cli.exitcodes import EXIT_CHECK_FAILED, EXIT_SAFE
-from mamori.identity.apitokens import ApiTokens, Scope
+from mamori.identity.apitokens import Scope
 from mamori.lifecycle.verify import HttpGate, StoreGate, verify
+from mamori.store.apitokens import ApiTokens
 
 from .conftest import ALICE
 
