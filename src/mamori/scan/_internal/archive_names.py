@@ -11,7 +11,7 @@ import posixpath
 import re
 from typing import Final
 
-from mamori.scan.formats.interface import ScanContext
+from mamori.scan._internal.context import ScanContext
 
 __all__ = ["check_member_name", "link_target_escapes", "normalise_member_name"]
 

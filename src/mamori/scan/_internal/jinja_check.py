@@ -39,8 +39,8 @@ from jinja2 import nodes
 from jinja2.exceptions import TemplateSyntaxError
 
 from mamori.findings import Severity
+from mamori.scan._internal.context import ScanContext
 from mamori.scan._internal.jinja_walk import TemplateIssue, TemplateIssueKind, walk_template
-from mamori.scan.formats.interface import ScanContext
 
 __all__ = [
     "MAX_TEMPLATE_CHARS",

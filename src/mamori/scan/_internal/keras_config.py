@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from mamori.findings import Location, Severity
-from mamori.scan.formats.interface import ScanContext
+from mamori.scan._internal.context import ScanContext
 from mamori.scan.rules import rule
 
 __all__ = [

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mamori.findings import FileFormat, Finding, Location, Severity
+from mamori.scan._internal.context import ScanContext
 from mamori.scan._internal.source import Source
-from mamori.scan.formats.interface import ScanContext
-from mamori.scan.limits import ScanLimits
-from mamori.scan.policy import ScanPolicy
 from mamori.scan.rules import rule
+
+if TYPE_CHECKING:
+    # Types only: the policy module (and the signature scanners it configures) sit above.
+    from mamori.scan.limits import ScanLimits
+    from mamori.scan.policy import ScanPolicy
 
 __all__ = ["MemberContext"]
 

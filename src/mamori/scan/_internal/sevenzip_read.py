@@ -22,9 +22,9 @@ import py7zr.exceptions
 import py7zr.io
 
 from mamori.scan._internal.archive_names import check_member_name, link_target_escapes
+from mamori.scan._internal.context import LimitExceeded, ScanContext
 from mamori.scan._internal.source import CHUNK, BytesSource, RegionReader, Source
 from mamori.scan._internal.zipstream import scan_child_guarded
-from mamori.scan.formats.interface import LimitExceeded, ScanContext
 
 __all__ = ["scan_seven_zip"]
 

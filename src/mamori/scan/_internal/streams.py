@@ -6,9 +6,9 @@ import io
 import os
 from typing import IO
 
+from mamori.scan._internal.context import PROBE_BYTES, Probe
 from mamori.scan._internal.digest import CHUNK, MultiHasher
 from mamori.scan._internal.source import RegionReader, Source
-from mamori.scan.formats.interface import PROBE_BYTES, Probe
 
 __all__ = ["DescriptorSource", "OneShotTee", "TeeSource", "probe_random", "read_exactly"]
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import IO, Any, ClassVar, Final
 
 from mamori.scan._internal.archive_names import check_member_name, link_target_escapes
+from mamori.scan._internal.context import LimitExceeded, ScanContext
 from mamori.scan._internal.source import Source
 from mamori.scan._internal.zipread import region_of
-from mamori.scan.formats.interface import LimitExceeded, ScanContext
 
 __all__ = ["MemberKind", "TarMember", "iter_tar_members"]
 

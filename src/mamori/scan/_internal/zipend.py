@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from mamori.scan._internal.context import ScanContext
 from mamori.scan._internal.zipformat import (
     CENTRAL_SIG,
     EOCD,
@@ -25,7 +26,6 @@ from mamori.scan._internal.zipformat import (
     PositionalReader,
     find_all,
 )
-from mamori.scan.formats.interface import ScanContext
 
 __all__ = ["CappedReporter", "EndFinder", "EndRecord"]
 

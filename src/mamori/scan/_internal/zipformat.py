@@ -12,8 +12,8 @@ import struct
 from collections.abc import Iterator
 from typing import IO, Final
 
+from mamori.scan._internal.context import Probe
 from mamori.scan._internal.source import CHUNK, BytesSource, FileRegion, Source
-from mamori.scan.formats.interface import Probe
 
 __all__ = [
     "CENTRAL",

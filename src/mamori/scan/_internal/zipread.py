@@ -24,6 +24,7 @@ from typing import Final
 from mamori.errors import ScanError
 from mamori.findings import FileFormat, Location
 from mamori.scan._internal.archive_names import check_member_name, normalise_member_name
+from mamori.scan._internal.context import ScanContext
 from mamori.scan._internal.source import Source, StreamSource
 from mamori.scan._internal.zipend import CappedReporter, EndFinder
 from mamori.scan._internal.zipformat import (
@@ -47,7 +48,6 @@ from mamori.scan._internal.zipstream import (
     open_decompressed,
     scan_child_guarded,
 )
-from mamori.scan.formats.interface import ScanContext
 from mamori.scan.rules import rule
 
 __all__ = [

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import IO, Final, Protocol
 
 from mamori.findings import FileFormat, Location
+from mamori.scan._internal.context import LimitExceeded, ScanContext
 from mamori.scan._internal.source import CHUNK, Source
-from mamori.scan.formats.interface import LimitExceeded, ScanContext
 from mamori.scan.rules import rule
 
 __all__ = [

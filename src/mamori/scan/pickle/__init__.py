@@ -47,7 +47,7 @@ from mamori.scan.pickle.values import (
 )
 
 if TYPE_CHECKING:
-    from mamori.scan.formats.interface import ScanContext
+    from mamori.scan._internal.context import ScanContext
     from mamori.scan.pickle.trace import Trace
 
 __all__ = [
