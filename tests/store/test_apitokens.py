@@ -12,13 +12,13 @@ from mamori.errors import IdentityError, NotFoundError
 from mamori.identity.apitokens import (
     API_TOKEN_ISSUER,
     TOKEN_PREFIX,
-    ApiTokens,
     Scope,
     is_api_token,
     principal_scopes,
 )
 from mamori.identity.principal import Principal
 from mamori.store import Store, audit_records
+from mamori.store.apitokens import ApiTokens
 from mamori.store.models import ApiTokenRow
 
 
