@@ -48,6 +48,7 @@ __all__ = [
     "TemplateIssueKind",
     "check_template",
     "looks_like_template",
+    "parse_template",
     "report_config_string",
     "report_template",
 ]

@@ -1,6 +1,6 @@
 """The walk of a parsed Jinja2 template: the model described in :mod:`jinja_check`.
 
-Two passes over the AST: :class:`Bindings` records what the template binds itself (loop and
+Two passes over the AST: ``_Bindings`` records what the template binds itself (loop and
 ``set`` variables with the expressions they come from, macros, namespace fields), then the
 walker judges every read, subscript, call, filter and name against that and the vocabulary.
 """
@@ -49,10 +49,6 @@ class TemplateIssue:
     message: str
     evidence: str
     line: int | None = None
-
-
-# Dunders that appear in every published Jinja2/Python sandbox escape; reaching any of them is
-# the first step from a template object to the interpreter.
 
 
 def walk_template(tree: nodes.Template) -> list[TemplateIssue]:
@@ -133,7 +129,7 @@ class _Bindings:
                 self.used.add(id(node.node))
             if isinstance(node, nodes.Call):
                 self.callees.add(id(node.node))
-                if _is_global(node.node, "namespace"):
+                if _is_name(node.node, "namespace"):
                     self.fields.update(kw.key for kw in node.kwargs)
         elif isinstance(node, nodes.Assign):
             self.used.add(id(node.node))
@@ -150,7 +146,7 @@ class _Bindings:
     def _note_binding(self, node: nodes.Node) -> None:
         if isinstance(node, nodes.For):
             # A loop over range() yields integers; over anything else, data.
-            numeric = isinstance(node.iter, nodes.Call) and _is_global(node.iter.node, "range")
+            numeric = isinstance(node.iter, nodes.Call) and _is_name(node.iter.node, "range")
             self._bind(node.target, nodes.Const(0) if numeric else node.iter)
         elif isinstance(node, nodes.Assign):
             if isinstance(node.target, nodes.NSRef):
@@ -229,10 +225,6 @@ def _is_str(node: nodes.Node) -> bool:
 
 def _is_name(node: nodes.Node | None, name: str) -> bool:
     return isinstance(node, nodes.Name) and node.name == name
-
-
-def _is_global(node: nodes.Node | None, name: str) -> bool:
-    return _is_name(node, name)
 
 
 class _Walker:
