@@ -69,6 +69,7 @@ _COMMANDS = [
     (["approve", "0" * 64, "--token", "x"], "service"),
     (["mlflow", "sweep"], "mlflow"),
     (["demo", "hospital"], "demo"),
+    (["bom", "x"], "bom"),
 ]
 
 

@@ -185,7 +185,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
-def _errors_exit_2() -> Iterator[None]:
+def _errors_exit_2(command: str = "scan") -> Iterator[None]:
     """Map every way a run can fail to produce a verdict onto :data:`EXIT_ERROR`.
 
     Without this an unexpected exception (exit 1 from Python) or Ctrl-C (exit 1 from click's
@@ -204,11 +204,11 @@ def _errors_exit_2() -> Iterator[None]:
         _fail("interrupted; no report written")
     except ModuleNotFoundError as exc:
         # Only URLs need an extra (hf:// the [service] client, s3:// boto3, models:/ mlflow).
-        extra = missing_extra(exc.name, ["scan"])
+        extra = missing_extra(exc.name, [command])
         if extra is None:
             traceback.print_exc(file=sys.stderr)
             _fail(f"internal error: {exc}")
-        sys.stderr.write(install_hint(extra, "scan") + "\n")
+        sys.stderr.write(install_hint(extra, command) + "\n")
         raise typer.Exit(EXIT_MISSING_EXTRA) from None
     except Exception as exc:  # noqa: BLE001 - a crash must never exit 1 ("unsafe") or 0 ("safe")
         traceback.print_exc(file=sys.stderr)
