@@ -250,7 +250,10 @@ def verify_files(
     if binding is not None:
         bound = gate.manifest(*binding)
         if bound is not None and not bound:
-            reason = f"{binding[0]}:{binding[1]}/{binding[2]} has no current binding in mamori"
+            reason = (
+                f"{binding[0]}:{binding[1]}/{binding[2]} has no current binding in mamori "
+                "(never resolved, or drifted and not yet rescanned)"
+            )
         elif bound is not None:
             reason = manifest_difference(bound, files)
     if not reason and denied:

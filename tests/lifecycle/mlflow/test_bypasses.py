@@ -21,6 +21,7 @@ from mamori.lifecycle.mlflow.events import build_integration
 from mamori.lifecycle.mlflow.resolve import registry_of
 from mamori.lifecycle.mlflow.webhook import sign
 from mamori.store.models import AuditRow
+from mamori.store.models_mlflow import MlflowVersionRow
 
 from .conftest import ADMIN, ALICE, SECRET
 
@@ -267,3 +268,26 @@ def test_a_prompt_alias_event_is_checked_like_a_model_alias_event(stack, registe
     assert delivered.json()["event"] == "prompt_alias.created"
     _wait(lambda: _alias_of(mlflow.url, name, "production") is None, "the alias was not removed")
     assert _audit(mamori, "mlflow-alias-removed", name)
+
+
+# --- upgrades -------------------------------------------------------------------------------
+
+
+def test_a_protected_version_bound_before_identities_is_rebound_before_its_alias_is_checked(
+    stack, register_model, unique
+):
+    mlflow, mamori = stack
+    name = unique("legacy")
+    version = _approved(mamori, register_model, name)
+    assert mlflow.set_alias(ALICE, name, version, "production").status_code == 200
+    with mamori.store.write() as session:  # as revision 0004 leaves a row made before it
+        row = session.execute(
+            select(MlflowVersionRow).where(MlflowVersionRow.name == name)
+        ).scalar_one()
+        row.identity, row.manifest = None, None
+    queued: list[tuple[str, str]] = []
+    integration = build_integration(mamori.settings, mamori.lifecycle)
+    integration.sweep(resolve=lambda n, v, _force: queued.append((n, v)))
+    assert (name, version) not in queued  # bound in the sweep itself, not left to the queue
+    assert _alias_of(mlflow.url, name, "production") == version
+    assert not _audit(mamori, "mlflow-alias-removed", name)

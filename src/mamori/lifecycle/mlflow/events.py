@@ -260,10 +260,15 @@ class MlflowIntegration:
         replaces in-process resolution (the job queue passes one that enqueues).
         """
         plan = self.plan(rescan=rescan)
-        run = resolve or (lambda n, v, force: self.resolver.resolve(n, v, force=force))
+        here = lambda n, v, force: self.resolver.resolve(n, v, force=force)  # noqa: E731
+        run = resolve or here
+        # A version holding a protected target is bound here, before its target is checked:
+        # checked while its (re)binding waits in the queue, it would lose its alias for
+        # nothing more than a stale binding (e.g. one made before identities were recorded).
+        protected = {(t.name, t.version) for t in plan.protected}
         resolved = failed = 0
         for name, version in plan.to_resolve:
-            result = run(name, version, rescan)
+            result = (here if (name, version) in protected else run)(name, version, rescan)
             if result is None:
                 continue
             if result.status is VersionStatus.RESOLVED:

@@ -172,6 +172,7 @@ class Resolver:
         try:
             local, problem = self._download(uri, staging)
             files, problem = self._files(local) if local is not None else ([], problem)
+            problem = problem or self._still(name, version, identity)
             if problem:
                 return self._record(name, version, VersionStatus.FAILED, error=problem)
             manifest = []
@@ -195,6 +196,17 @@ class Resolver:
             digests=tuple(e.sha256 for e in manifest),
             bound=(identity, tuple(manifest)),
         )
+
+    def _still(self, name: str, version: str, identity: VersionIdentity) -> str:
+        """Why the bytes just read may not belong to ``identity`` ("" when they do)."""
+        # A rename or re-create between reading the version and downloading its files would
+        # bind one object's identity to another's bytes.
+        try:
+            now = VersionIdentity.of(registry_of(self.client).get_model_version(name, version))
+        except MlflowException as exc:
+            return f"re-reading the version after download: {exc.message[:300]}"
+        changed = identity.difference(now)
+        return f"changed during resolution: {changed}" if changed else ""
 
     # --- what the registry holds now -------------------------------------------------------
 
