@@ -138,7 +138,7 @@ def grade_unrecognised(
         why = "binary file without extension in a model folder"
     else:
         return None
-    if ext in _RAW_DATA_EXTENSIONS and _declared_raw_data(source):
+    if severity > Severity.LOW and ext in _RAW_DATA_EXTENSIONS and _declared_raw_data(source):
         why += ", beside the model that declares it as raw tensor data"
         severity = Severity.LOW
     return severity, why
