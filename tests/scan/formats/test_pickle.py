@@ -80,3 +80,11 @@ def test_a_word_list_whose_first_lines_read_as_a_global_is_not_a_pickle():
     report = scan_bytes(b"cat\ndog\nmouse\nbird\n", "words.txt")
     assert report.format is FileFormat.UNKNOWN
     assert report.verdict is Verdict.SAFE
+
+
+def test_a_protocol_0_pickle_that_breaks_after_importing_a_stdlib_global_is_detected():
+    # picklescan's broken_model.pkl: builtins.exec is imported, then a string is truncated.
+    data = b"cbuiltins\nexec\n(X>\nf = open('my_file.txt', 'a')"
+    report = scan_bytes(data, "notes.txt")
+    assert report.format is FileFormat.PICKLE
+    assert report.verdict is Verdict.UNSAFE

@@ -13,7 +13,8 @@ recognised these bytes" is (MAM-GEN-004):
   (tarballs of extensionless data files, such as zoneinfo, are common and not models);
 * LOW for text under a pickle-loader name (site-packages' *.pth files, Git LFS pointers):
   torch.load and numpy.load read it with pickle, which accepts text only as a protocol 0
-  pickle; detection claims any text that reaches STOP or calls a well-formed global;
+  pickle; detection claims text that reaches STOP with a global, calls a global, or imports
+  a standard-library one before it breaks;
 * LOW when every loader of the name ends in pickle.load (.pkl, .pt, .bin, .npy, ...) and
   pickle.load rejects the very first opcode (raw float data starting with a byte that is no
   opcode, an image): nothing can be imported or called. Anything later is not trusted;

@@ -9,14 +9,15 @@ head is interpreted symbolically and claimed when
   after it are analysed as trailing data), or
 * it runs out of bytes without another error (a pickle longer than the probe) and imports a
   global or the file ends with STOP, or
-* it breaks, but only after calling or instantiating a well-formed global: the loader ran it
-  before the error, the "broken pickle" trick.
+* it breaks, but only after calling a well-formed global or importing a standard-library one:
+  the loader ran it before the error, the "broken pickle" trick.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import sys
 from typing import Final
 
 from mamori.findings import FileFormat, Finding
@@ -105,13 +106,17 @@ def _parses(head: bytes, tail: bytes | None, size: int | None) -> bool:
         is_loader=lambda _ref: False,
     )
     trace = machine.run()
-    named = [kind for ref, kind in trace.uses if _well_formed(ref.module, ref.name)]
+    named = [(ref, kind) for ref, kind in trace.uses if _well_formed(ref.module, ref.name)]
     if trace.complete:
         ends_file = size is not None and trace.end >= size
         return trace.opcodes >= _MIN_OPCODES and (ends_file or bool(named))
-    if any(kind is not UseKind.REFERENCED for kind in named):
-        # The loader called (or instantiated) a real global before the stream broke. Text whose
-        # first lines merely read as GLOBAL ("cat\ndog\n" in a word list) calls nothing.
+    if any(
+        kind is not UseKind.REFERENCED or ref.module.split(".")[0] in sys.stdlib_module_names
+        for ref, kind in named
+    ):
+        # The loader called a real global, or imported a standard-library one, before the
+        # stream broke (the "broken pickle" trick). Text whose first lines merely read as a
+        # GLOBAL of no real module ("cat\ndog\n" in a word list) runs nothing.
         return True
     cut = size is None or size > len(head)
     if not cut or len(trace.events) != 1 or trace.opcodes < _MIN_OPCODES:
