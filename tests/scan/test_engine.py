@@ -280,7 +280,7 @@ def test_unknown_bytes_under_a_name_loaders_open_make_the_verdict_unsafe(handler
 
 def test_raw_data_beside_the_onnx_model_that_declares_it_stays_safe(handlers, tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"ONNX")
-    (tmp_path / "model.onnx.data").write_bytes(b"\x00\x01raw float32 weights")
+    (tmp_path / "model.onnx.data").write_bytes(b"K\x01\xffraw float32 weights")
     report = scan_path(tmp_path / "model.onnx.data")
     (finding,) = report.findings
     assert (finding.rule_id, finding.severity) == ("MAM-GEN-004", Severity.LOW)
@@ -331,3 +331,11 @@ def test_bytes_whose_first_opcode_pickle_rejects_are_noted_but_not_unsafe(handle
 def test_text_under_an_archive_or_model_format_name_is_unsafe(handlers):
     report = scan_bytes(b"hello, this is not a zip\n", "weights.zip")
     assert report.verdict is Verdict.UNSAFE
+
+
+def test_openvino_weights_beside_their_xml_stay_safe(handlers, tmp_path):
+    (tmp_path / "openvino_model.xml").write_text("<net/>\n")
+    (tmp_path / "openvino_model.bin").write_bytes(b"K\x01\xffraw float32 weights")
+    report = scan_path(tmp_path / "openvino_model.bin")
+    (finding,) = report.findings
+    assert (finding.rule_id, finding.severity) == ("MAM-GEN-004", Severity.LOW)

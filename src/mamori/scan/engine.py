@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final
+from typing import IO
 
 from mamori.findings import (
     FileFormat,
@@ -38,7 +38,7 @@ from mamori.scan._internal.digest import (
     PendingDigest,
     digest_source,
 )
-from mamori.scan._internal.source import BytesSource, FileRegion, Source
+from mamori.scan._internal.source import BytesSource, Source
 from mamori.scan._internal.streams import (
     DescriptorSource,
     OneShotTee,
@@ -46,9 +46,9 @@ from mamori.scan._internal.streams import (
     probe_random,
     read_exactly,
 )
+from mamori.scan._internal.unrecognised import grade_unrecognised
 from mamori.scan.formats import HANDLERS
 from mamori.scan.formats.interface import PROBE_BYTES, FormatHandler, LimitExceeded, Probe
-from mamori.scan.formats.pickle import rejected_at_first_opcode
 from mamori.scan.limits import ScanLimits
 from mamori.scan.policy import ScanPolicy
 from mamori.scan.rules import rule
@@ -56,8 +56,9 @@ from mamori.scan.signatures import SignatureScanner
 
 __all__ = ["Scan", "detect"]
 
-# Extensions users expect to be models. Used to report an extension that lies about the
-# content and to decide how loud unrecognised bytes are (below); never to choose a parser.
+# Extensions users expect to be models. Only used to report an extension that lies about the
+# content (how loud unrecognised bytes are is _internal/unrecognised.py's rule); never to
+# choose a parser.
 _MODEL_EXTENSIONS: dict[str, frozenset[FileFormat]] = {
     ".pkl": frozenset({FileFormat.PICKLE}),
     ".pickle": frozenset({FileFormat.PICKLE}),
@@ -79,73 +80,6 @@ _MODEL_EXTENSIONS: dict[str, frozenset[FileFormat]] = {
     ".msgpack": frozenset({FileFormat.FLAX_MSGPACK}),
     ".pb": frozenset({FileFormat.TF_SAVEDMODEL, FileFormat.ONNX_TENSOR}),
 }
-
-
-# Fail closed by verdict, the rule for bytes no handler recognises (see _unrecognised):
-# * under a name a loader opens (model extensions, pickle-loader names, archives, .data),
-#   unrecognised bytes are MEDIUM, so the verdict is UNSAFE: a loader handed such a file
-#   reads it some way mamori does not (torch.load and numpy.load fall back to pickle.load);
-# * a binary file without extension in a scanned model folder is MEDIUM too (not text, not
-#   under a dot-folder such as .git): a pickle loader accepts text only as a protocol 0
-#   pickle, which detection recognises by content. Inside archives such members stay INFO
-#   (tarballs of extensionless data files, such as zoneinfo, are common and not models);
-# * LOW for text under a pickle-loader name (site-packages' *.pth files, Git LFS pointers):
-#   torch.load and numpy.load read it with pickle, which accepts text only as a protocol 0
-#   pickle; detection claims any text that reaches STOP or imports a well-formed global;
-# * LOW when every loader of the name ends in pickle.load (.pkl, .pt, .bin, .npy, ...) and
-#   pickle.load rejects the very first opcode (raw float data starting with a byte that is no
-#   opcode, an image): nothing can be imported or called. Anything later is not trusted;
-# * LOW for raw tensor data beside the model that declares it (a .bin/.data or
-#   extensionless file next to an .onnx model, or an OpenVINO <stem>.xml), and for *.model,
-#   the name of sentencepiece and xgboost binaries mamori does not parse (gensim's pickled
-#   *.model files are recognised by content);
-# * anything else (.txt, .md, .py, images, .gitattributes) is hashed quietly.
-_LOADER_EXTENSIONS: Final = frozenset(
-    {
-        *_MODEL_EXTENSIONS,
-        ".data",
-        ".dill",
-        ".pkl.gz",
-        ".tflite",
-        ".mar",
-        ".zip",
-        ".tar",
-        ".tgz",
-        ".gz",
-        ".bz2",
-        ".xz",
-        ".lzma",
-        ".zst",
-        ".lz4",
-        ".7z",
-    }
-)
-# Names whose loaders (pickle, torch.load, joblib.load, numpy.load) all end in pickle.load for
-# bytes that are not their zip/tar/npy/compressed containers.
-_PICKLE_LOADER_EXTENSIONS: Final = frozenset(
-    {".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".bin", ".joblib", ".dill", ".npy", ".data"}
-)
-_RAW_DATA_EXTENSIONS: Final = frozenset({".bin", ".data", ""})
-_UNPARSED_MODEL_EXTENSIONS: Final = frozenset({".model"})
-_TEXT_CONTROL: Final = frozenset(b"\t\n\r\f\x1b")
-_UTF8_TAIL: Final = 3
-
-
-def _complete(probe: Probe) -> bool:
-    return probe.size is not None and probe.size <= len(probe.head)
-
-
-def _looks_like_text(head: bytes, *, complete: bool) -> bool:
-    """UTF-8 without NUL or other control bytes (a cut probe may split the last character)."""
-    if any(b < 0x20 and b not in _TEXT_CONTROL for b in head):  # noqa: PLR2004 - C0 controls
-        return False
-    for cut in range(1 if complete else _UTF8_TAIL + 1):
-        try:
-            head[: len(head) - cut].decode("utf-8")
-        except UnicodeDecodeError:
-            continue
-        return True
-    return False
 
 
 def detect(probe: Probe, handlers: Sequence[FormatHandler] | None = None) -> list[FormatHandler]:
@@ -466,42 +400,15 @@ class Scan:
         self, probe: Probe, source: Source, member_path: tuple[str, ...], depth: int
     ) -> None:
         """Grade bytes no handler recognises by the name a loader would open them under."""
-        name = probe.name.rsplit("/", 1)[-1]
-        ext = Path(name).suffix.lower()
         in_folder = depth == self.file_depth > 0 and not any(
             part.startswith(".") for part in probe.name.split("/")
         )
-        severity = Severity.MEDIUM
-        if ext in _LOADER_EXTENSIONS:
-            why = f"named *{ext}, which model loaders open"
-            if ext in _UNPARSED_MODEL_EXTENSIONS:
-                severity = Severity.LOW
-            elif ext in _PICKLE_LOADER_EXTENSIONS and _looks_like_text(
-                probe.head, complete=_complete(probe)
-            ):
-                # Python's own *.pth path files, Git LFS pointers: text no loader runs.
-                why = f"text named *{ext}; not a pickle a loader would run"
-                severity = Severity.LOW
-            elif ext in _PICKLE_LOADER_EXTENSIONS and rejected_at_first_opcode(probe.head):
-                why = (
-                    f"named *{ext}; every loader of that name falls back to pickle.load, "
-                    "which rejects its first opcode"
-                )
-                severity = Severity.LOW
-        elif (
-            not ext
-            and in_folder
-            and not _looks_like_text(probe.head, complete=_complete(probe))
-            and not rejected_at_first_opcode(probe.head)
-        ):
-            why = "binary file without extension in a model folder"
-        else:
+        grade = grade_unrecognised(probe, source, in_folder=in_folder)
+        if grade is None:
             if depth > self.file_depth:
                 self.emit("MAM-GEN-003", "member format not recognised; hashed only", member_path)
             return
-        if ext in _RAW_DATA_EXTENSIONS and _declared_raw_data(source):
-            why += ", beside the model that declares it as raw tensor data"
-            severity = Severity.LOW
+        severity, why = grade
         self.findings.append(
             rule("MAM-GEN-004").finding(
                 f"bytes match no known format ({why})",
@@ -567,25 +474,6 @@ class Scan:
                 )
             )
         return top, tuple(members)
-
-
-def _declared_raw_data(source: Source) -> bool:
-    """Whether a file on disk sits beside an ONNX model or its own OpenVINO ``.xml``.
-
-    Both keep weights as raw bytes in separate files (ONNX external data, OpenVINO IR
-    ``<stem>.bin``); the ONNX handler checks that external data stays inside the folder.
-    """
-    if not isinstance(source, FileRegion) or source.offset != 0:
-        return False
-    path = Path(source.path)
-    try:
-        if path.stat().st_size != source.size:
-            return False
-        if path.with_suffix(".xml").is_file():
-            return True
-        return any(p.suffix.lower() == ".onnx" for p in path.parent.iterdir() if p.is_file())
-    except OSError:
-        return False
 
 
 def _name(member_path: tuple[str, ...]) -> str:

@@ -183,3 +183,15 @@ def test_a_legacy_joblib_zfile_of_plain_data_is_safe():
     report = scan_bytes(_zfile(pickle.dumps({"a": [1, 2]}, protocol=2)), "m.gz")
     assert report.format is FileFormat.ZLIB
     assert report.findings == ()
+
+
+def test_a_legacy_joblib_zfile_inside_a_gzip_stream_is_scanned():
+    import pickle
+
+    class _Payload:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    inner = _zfile(pickle.dumps(_Payload(), protocol=2))
+    report = scan_bytes(gzip.compress(inner), "m.pkl.gz")
+    assert "MAM-PKL-001" in rules(report)

@@ -50,9 +50,29 @@ def test_handler_reports_a_malicious_pickle_as_unsafe() -> None:
     assert scan_bytes(pickle.dumps(E()), name="model.pkl").verdict is Verdict.UNSAFE
 
 
-def test_a_protocol_0_pickle_followed_by_other_bytes_is_detected():
-    data = pickle.dumps({"a": [1, 2]}, protocol=0) + b"\x00 trailing bytes"
+def test_a_protocol_0_pickle_with_a_global_followed_by_other_bytes_is_detected():
+    data = pickle.dumps(Verdict.SAFE, protocol=0) + b"\x00 trailing bytes"
     assert scan_bytes(data, "x.bin").format is FileFormat.PICKLE
+
+
+def test_plain_data_followed_by_other_bytes_is_no_claim_but_fails_closed_under_bin():
+    # Without a global nothing runs, and random binary reads as such a pickle too often.
+    data = pickle.dumps({"a": [1, 2]}, protocol=0) + b"\x00 trailing bytes"
+    report = scan_bytes(data, "x.bin")
+    assert report.format is FileFormat.UNKNOWN
+    assert report.verdict is Verdict.UNSAFE
+
+
+def test_random_binary_blocks_are_not_taken_for_protocol_0_pickles():
+    import random
+
+    rng = random.Random(11)
+    handler = PickleHandler()
+    for _ in range(3000):
+        block = rng.randbytes(4096)
+        if block[0] == 0x80:
+            continue
+        assert not handler.sniff(Probe(block, block, 1 << 20, "w.bin")), block[:16]
 
 
 def test_a_word_list_whose_first_lines_read_as_a_global_is_not_a_pickle():
@@ -60,3 +80,11 @@ def test_a_word_list_whose_first_lines_read_as_a_global_is_not_a_pickle():
     report = scan_bytes(b"cat\ndog\nmouse\nbird\n", "words.txt")
     assert report.format is FileFormat.UNKNOWN
     assert report.verdict is Verdict.SAFE
+
+
+def test_a_protocol_0_pickle_that_breaks_after_importing_a_stdlib_global_is_detected():
+    # picklescan's broken_model.pkl: builtins.exec is imported, then a string is truncated.
+    data = b"cbuiltins\nexec\n(X>\nf = open('my_file.txt', 'a')"
+    report = scan_bytes(data, "notes.txt")
+    assert report.format is FileFormat.PICKLE
+    assert report.verdict is Verdict.UNSAFE

@@ -106,3 +106,24 @@ def test_a_wrapper_made_in_a_way_the_scanner_does_not_mirror_is_reported(
     path.write_bytes(_dump(wrapper, attack.payload_command()))
     assert attack.runs("joblib", path)
     assert verdict_of(path) is Verdict.UNSAFE
+
+
+def test_a_copyreg_wrapper_after_the_first_64_kib_is_still_read_as_joblib_reads_it(
+    attack, verdict_of, tmp_path: Path
+):
+    # The joblib handler claims dumps that name joblib.numpy_pickle in their first 64 KiB; a
+    # large first entry pushes the wrapper past that, to the plain pickle handler.
+    wrapper = (
+        _global("copyreg", "_reconstructor")
+        + _global("joblib.numpy_pickle", "NumpyArrayWrapper")
+        + _global("builtins", "object")
+        + b"N\x87R"
+    )
+    dump = _dump(wrapper, attack.payload_command())
+    filler = _str("x" * (80 << 10)) + b"0"  # a large string, popped
+    data = dump[:2] + filler + dump[2:]
+    assert b"joblib.numpy_pickle" not in data[: 64 << 10]
+    path = tmp_path / "model.pkl"
+    path.write_bytes(data)
+    assert attack.runs("joblib", path)
+    assert verdict_of(path) is Verdict.UNSAFE

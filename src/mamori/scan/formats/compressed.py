@@ -205,6 +205,9 @@ class JoblibZfileHandler(ZlibHandler):
     its legacy array wrappers) is scanned by content like any other stream.
     """
 
+    # The header is skipped by position, so one-shot streams are spooled first.
+    needs_random_access: ClassVar[bool] = True
+
     def sniff(self, probe: Probe) -> bool:
         """The prefix, a hex length padded as joblib pads it, then a zlib stream."""
         header = probe.head[: len(_ZFILE_PREFIX) + _ZFILE_LENGTH]

@@ -4,17 +4,20 @@ Detection is by content, never by name or by what follows the pickle. Protocol 2
 start with PROTO (``0x80`` and a protocol byte); protocol 0/1 pickles have no magic, so the
 head is interpreted symbolically and claimed when
 
-* it reaches STOP after at least two opcodes, whatever bytes follow (``pickle.load`` stops at
-  STOP and never looks further; the bytes after it are analysed as trailing data), or
-* it runs out of bytes without another error (a pickle longer than the probe), or
-* it breaks, but only after calling or instantiating a well-formed global: the loader ran it
-  before the error, the "broken pickle" trick.
+* it reaches STOP after at least two opcodes and either ends the file or imports a global,
+  whatever bytes follow (``pickle.load`` stops at STOP and never looks further; the bytes
+  after it are analysed as trailing data), or
+* it runs out of bytes without another error (a pickle longer than the probe) and imports a
+  global or the file ends with STOP, or
+* it breaks, but only after calling a well-formed global or importing a standard-library one:
+  the loader ran it before the error, the "broken pickle" trick.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import sys
 from typing import Final
 
 from mamori.findings import FileFormat, Finding
@@ -52,7 +55,7 @@ class PickleHandler(FormatHandler):
             # protocol byte is claimed only when an opcode follows: 0x80 alone is too common
             # in binary data.
             return head[1] <= HIGHEST_PROTOCOL or len(head) == 2 or head[2] in _OPCODE_BYTES  # noqa: PLR2004
-        return _parses(head, complete_head=probe.size is not None and probe.size <= len(head))
+        return _parses(head, probe.tail, probe.size)
 
     def scan(self, source: Source, ctx: ScanContext) -> None:
         """Analyse every pickle in the source; defer to joblib's reading when it is a dump.
@@ -88,8 +91,14 @@ class PickleHandler(FormatHandler):
             ctx.emit(finding)
 
 
-def _parses(head: bytes, *, complete_head: bool) -> bool:
-    """True when ``head`` interprets as a pickle up to STOP or up to its (cut) end."""
+def _parses(head: bytes, tail: bytes | None, size: int | None) -> bool:
+    """True when ``head`` is the start of a pickle a loader would run (see the docstring).
+
+    Data that merely reads as a few opcodes is common in binary files (about one random
+    4 KiB block in 500 reaches a STOP), so bytes after STOP, or a head cut before it, need a
+    global as evidence: a pickle without one builds plain data, imports and calls nothing,
+    and loading it runs nothing whatever follows.
+    """
     machine = Machine(
         Window(io.BytesIO(head), 0, exact=False),
         max_opcodes=1 << 20,
@@ -97,22 +106,30 @@ def _parses(head: bytes, *, complete_head: bool) -> bool:
         is_loader=lambda _ref: False,
     )
     trace = machine.run()
+    named = [(ref, kind) for ref, kind in trace.uses if _well_formed(ref.module, ref.name)]
     if trace.complete:
-        return trace.opcodes >= _MIN_OPCODES
+        ends_file = size is not None and trace.end >= size
+        return trace.opcodes >= _MIN_OPCODES and (ends_file or bool(named))
     if any(
-        kind is not UseKind.REFERENCED
-        and _IDENTIFIER.fullmatch(ref.module)
-        and _IDENTIFIER.fullmatch(ref.name)
-        for ref, kind in trace.uses
+        kind is not UseKind.REFERENCED or ref.module.split(".")[0] in sys.stdlib_module_names
+        for ref, kind in named
     ):
-        # The loader called (or instantiated) a real global before the stream broke. Text whose
-        # first lines merely read as GLOBAL ("cat\ndog\n" in a word list) calls nothing.
+        # The loader called a real global, or imported a standard-library one, before the
+        # stream broke (the "broken pickle" trick). Text whose first lines merely read as a
+        # GLOBAL of no real module ("cat\ndog\n" in a word list) runs nothing.
         return True
-    if complete_head or len(trace.events) != 1 or trace.opcodes < _MIN_OPCODES:
+    cut = size is None or size > len(head)
+    if not cut or len(trace.events) != 1 or trace.opcodes < _MIN_OPCODES:
         return False
-    # The head was cut: accept when the sole problem is running out of bytes.
+    # The head was cut: accept when the sole problem is running out of bytes, and the pickle
+    # imports something or the file ends the way a pickle ends.
     message = trace.events[0].message
-    return "truncated" in message or "without STOP" in message
+    running_out = "truncated" in message or "without STOP" in message
+    return running_out and (bool(named) or (tail is not None and tail.endswith(b".")))
+
+
+def _well_formed(module: str, name: str) -> bool:
+    return bool(_IDENTIFIER.fullmatch(module) and _IDENTIFIER.fullmatch(name))
 
 
 def rejected_at_first_opcode(head: bytes) -> bool:
