@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= all,test,dev
+EXTRAS ?= all,test,dev,bench
 
 .PHONY: up test test-scaleout lint fmt bench ext venv clean
 

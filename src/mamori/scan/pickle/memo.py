@@ -327,3 +327,35 @@ def _store(cold: ColdMemo, keys: list[int], kinds: bytearray, words: list[int]) 
         cold.batches.append(_Batch(lo, dense_kinds, dense_words, None))
     else:
         cold.batches.append(_Batch(lo, kinds, array("q", words), array("q", keys)))
+
+
+def shed(m: Machine) -> int:
+    """Under memory pressure: empty every builtin container that holds only plain data.
+
+    Reached from the stack or the memo, each list, dict or set whose items are plain data
+    (nothing in it can be called, imported or instantiated) keeps counting its items but
+    stops holding them, exactly as a container past its keep cap does; every alias sees the
+    change, since the object itself is kept. Call results are not entered: their arguments
+    and state are the evidence of a call. Returns how many items were let go.
+    """
+    seen: set[int] = set()
+    freed = 0
+    todo: list[object] = [v for frame in (*m.metastack, m.stack) for v in frame]
+    todo.extend(m.memo.values())
+    while todo:
+        value = todo.pop()
+        kind = type(value)
+        if kind is tuple:
+            todo.extend(cast("tuple[object, ...]", value))
+            continue
+        if kind not in _SUMMARY or id(value) in seen:
+            continue
+        seen.add(id(value))
+        held = cast("ListV | DictV | SetV", value)
+        if held.items and _data_only(held, 0):
+            freed += len(held.items)
+            held.dropped += len(held.items)
+            held.items = []
+        else:
+            todo.extend(held.items)
+    return freed
