@@ -44,6 +44,7 @@ _POOLED: Final = 1
 _SUMMARY: Final[dict[type[ListV | DictV | SetV], int]] = {ListV: 2, DictV: 3, SetV: 4}
 _SUMMARY_TYPE: Final = {v: k for k, v in _SUMMARY.items()}
 _SCALARS: Final = frozenset({str, bytes, int, float, bool, type(None)})
+_MOVABLE: Final = _SCALARS | {tuple, ListV, DictV, SetV}
 _MAX_DEPTH: Final = 8
 _MAX_ENCODED: Final = 1 << 20
 """Larger encodings stay objects (they are few: each needs a megabyte of file)."""
@@ -184,6 +185,8 @@ class ColdMemo:
         self.summarised = 0
         """Containers replaced by a type-and-size summary (for the report's evidence)."""
         self.next_compaction = COMPACT_AFTER
+        self.kept: set[int] = set()
+        """Memo keys of tuples that are not plain data (not tried again)."""
 
     def take(self, idx: int) -> tuple[bool, Value]:
         """Remove slot ``idx`` and return ``(True, value)``; ``(False, None)`` if not held."""
@@ -246,7 +249,10 @@ def compact(m: Machine, cold: ColdMemo) -> None:
     kinds = bytearray()
     words: list[int] = []
     keys: list[int] = []
+    kept = cold.kept
     for key in sorted(memo):
+        if type(memo[key]) not in _MOVABLE or key in kept:
+            continue  # call results, globals, persistent ids stay (cheaply skipped)
         moved = _move(memo, key, cold)
         if moved is None:
             continue
@@ -261,7 +267,7 @@ def compact(m: Machine, cold: ColdMemo) -> None:
     cold.next_compaction = max(COMPACT_AFTER, 2 * len(memo))
 
 
-def _move(memo: dict[int, Value], key: int, cold: ColdMemo) -> tuple[int, int] | None:  # noqa: PLR0911 - one exit per kind
+def _move(memo: dict[int, Value], key: int, cold: ColdMemo) -> tuple[int, int] | None:  # noqa: C901, PLR0911 - one exit per kind
     """Encode or summarise ``memo[key]`` into ``cold``: (kind, word), or None to keep it."""
     kind = type(memo[key])
     pool = cold.pool
@@ -289,6 +295,11 @@ def _move(memo: dict[int, Value], key: int, cold: ColdMemo) -> tuple[int, int] |
         cold.summarised += 1
         return _SUMMARY[kind], len(held.items) + held.dropped
     if kind not in _SCALARS and kind is not tuple:
+        return None
+    if kind is tuple and (key in cold.kept or not _data_only(memo[key], 0)):
+        # A tuple holding a global or a call (a torch persistent id) never becomes plain;
+        # remember it so later compactions do not try it again.
+        cold.kept.add(key)
         return None
     try:
         _encode(memo[key], pool, 0)
