@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# demo: the hospital demo's embedding model (torch); test pins the CPU torch it resolves to.
-EXTRAS ?= all,demo,test,dev
+# demo: the hospital demo's embedding model (torch); test pins the CPU torch it resolves to;
+# bench: the peer scanners `make bench` measures in the same run.
+EXTRAS ?= all,demo,test,dev,bench
 
 .PHONY: up test test-scaleout lint fmt bench ext venv clean
 

@@ -403,3 +403,56 @@ def test_every_corpus_sample_gets_identical_findings_from_every_path(tmp_path, m
             reference = _findings(path)
         for name, found in fast.items():
             assert found == reference, f"{sample.name}: {name} differs from the reference"
+
+
+# --- template units that GET memoized values -------------------------------------------------
+
+
+def _rows(n: int) -> list[dict[str, object]]:
+    return [{"id": i, "name": f"u{i}", "score": i * 0.5, "ok": i % 3 == 0} for i in range(n)]
+
+
+def test_rows_whose_keys_are_memo_gets_run_as_templates(monkeypatch) -> None:
+    from mamori.scan.pickle import driver
+
+    calls: list[bool] = []
+    original = driver.attempt
+
+    def spy(m):
+        done = original(m)
+        calls.append(done)
+        return done
+
+    monkeypatch.setattr(driver, "attempt", spy)
+    _same(pickle.dumps(_rows(20_000), protocol=4))
+    assert sum(calls) > 3
+
+
+def test_a_get_into_a_run_that_gets_keys_materializes_it_exactly() -> None:
+    data = pickle.dumps(_rows(9000), protocol=4)[:-1]
+    # POP the list; GET a row dict memoized inside a template run (slot 2 * 8000 + ...).
+    _same(data + b"0j" + struct.pack("<I", 16_001) + b".")
+    _same(data + b"0j" + struct.pack("<I", 16_000) + b".")
+
+
+def test_a_put_over_a_slot_the_run_got_does_not_change_the_materialized_values() -> None:
+    data = pickle.dumps(_rows(9000), protocol=4)[:-1]
+    # Overwrite the "name" key's slot with a call result, then GET a row from the run.
+    overwrite = b"\x8c\x02os\x8c\x06getcwd\x93)Rr" + struct.pack("<I", 3) + b"0"
+    probe = data + b"0" + overwrite + b"j" + struct.pack("<I", 16_001) + b"."
+    _same(probe)
+    assert _run(probe, fast=True).root is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_template_runs_with_gets_and_bools_agree(data: st.DataObject) -> None:
+    n = data.draw(st.integers(0, 30))
+    keys = data.draw(st.lists(st.text(max_size=3), min_size=1, max_size=3, unique=True))
+    rows = [{k: data.draw(_scalars) for k in keys} | {"b": i % 2 == 0} for i in range(n)]
+    with _tiny_caps():
+        raw = bytearray(pickle._dumps(rows, protocol=data.draw(st.sampled_from([2, 3, 4, 5]))))
+        for _ in range(data.draw(st.integers(0, 2))):
+            at = data.draw(st.integers(2, max(len(raw) - 1, 2)))
+            raw[at:at] = data.draw(_TOKENS)
+        _same(bytes(raw))

@@ -154,3 +154,67 @@ def test_compaction_runs_during_a_big_pickle_and_its_findings_are_unchanged(monk
         assert [ref for ref, _ in trace.uses] == [GlobalRef("os", "id")]
     assert traces[0].uses == traces[1].uses
     assert traces[0].events == traces[1].events == []
+
+
+# --- shedding plain data under memory pressure -------------------------------------------------
+
+
+def test_shedding_empties_plain_data_containers_and_keeps_their_counts() -> None:
+    from mamori.scan.pickle.memo import shed
+
+    m = _machine()
+    inner = ListV()
+    inner.extend([1, "a", (2.0, b"x")])
+    outer = DictV()
+    outer.extend(["k", inner])
+    m.stack.append(outer)
+    m.memo[0] = inner  # an alias through the memo sees the same summary
+    assert shed(m) == 5
+    assert (outer.items, outer.dropped) == ([], 2)
+    assert m.memo[0] is inner
+    assert (inner.items, inner.dropped) == ([], 3)
+
+
+def test_shedding_keeps_containers_that_hold_globals_or_calls() -> None:
+    from mamori.scan.pickle.memo import shed
+
+    m = _machine()
+    ref = GlobalRef("os", "system")
+    risky = ListV()
+    plain = ListV()
+    plain.extend([1, 2])
+    risky.extend([ref, plain, Call(ref, ("id",), CallKind.REDUCE, 0)])
+    m.stack.append(risky)
+    assert shed(m) == 2
+    assert len(risky.items) == 3
+    assert plain.dropped == 2
+
+
+def test_shedding_during_analysis_keeps_the_findings(monkeypatch) -> None:
+    from mamori.scan.pickle import driver
+    from mamori.scan.pickle.memo import shed
+
+    original = driver._Budget.check
+
+    def check_and_shed(self):
+        original(self)
+        shed(self.machine)
+
+    monkeypatch.setattr(driver._Budget, "check", check_and_shed)
+    rows = [[i, f"s{i}", {"k": (i, b"b")}] for i in range(40_000)]
+    data = pickle.dumps(rows, protocol=4)[:-1]
+    # Then a call whose argument is a memoized plain list (slot 2: the first row).
+    data += b"0\x8c\x08builtins\x8c\x04eval\x93h\x02\x85R."
+    traces = [
+        driver.interpret(
+            Window(io.BytesIO(data), 0, exact=False),
+            max_opcodes=10**9,
+            deadline=lambda: None,
+            is_loader=is_loader,
+            fast=fast,
+        )
+        for fast in (True, False)
+    ]
+    assert traces[0].uses == traces[1].uses
+    assert traces[0].events == traces[1].events
+    assert {ref.dotted for ref, _ in traces[0].uses} == {"builtins.eval"}

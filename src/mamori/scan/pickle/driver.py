@@ -27,7 +27,7 @@ from typing import IO, Final
 from mamori.scan.pickle.hot import SCANNER_BUILD, fast_loop
 from mamori.scan.pickle.lazy import materialize_slot, prepare_step
 from mamori.scan.pickle.machine import Machine
-from mamori.scan.pickle.memo import ColdMemo, compact
+from mamori.scan.pickle.memo import ColdMemo, compact, shed
 from mamori.scan.pickle.reader import Window
 from mamori.scan.pickle.template import attempt
 from mamori.scan.pickle.trace import Malformed, Trace
@@ -88,6 +88,7 @@ class _Budget:
         self.machine: Machine | None = None
         self.cold = ColdMemo()
         self.start_rss = _rss()
+        self.shed_at = max_memory // 2
 
     def check(self) -> None:
         m = self.machine
@@ -107,6 +108,11 @@ class _Budget:
         if m is None:
             return
         grown = _rss() - self.start_rss
+        if grown > self.shed_at:
+            # Half the budget used: let go of plain data first (a container past its keep cap
+            # does the same), and only fail if the growth continues regardless.
+            shed(m)
+            self.shed_at = grown + self.max_memory // 8
         if grown > self.max_memory:
             msg = f"analysing this pickle grew memory by more than {self.max_memory} bytes"
             raise Malformed("MAM-LIM-009", msg, m.w.offset)

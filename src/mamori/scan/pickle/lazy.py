@@ -68,14 +68,19 @@ def materialize(m: Machine, block: LazyBlock) -> None:
         deadline=m.deadline,
         is_loader=m.is_loader,
     )
+    # The sub-machine numbers memo slots absolutely, from the run's first slot; the slots the
+    # units GET hold the plain values they held during the run.
+    gets = block.gets or {}
+    sub.memo.update(gets)
+    sub.memo_extra = block.memo_start - len(gets)
     while not sub.w.at_eof():
         fast_loop(sub)  # exact (differential-tested); the reference step finishes each stop
         if not sub.w.at_eof():
             sub.step()
     if block.memo_count:
-        base = 0 if block.puts else block.memo_start
         for key, value in sub.memo.items():
-            m.memo.setdefault(key + base, value)
+            if key not in gets:
+                m.memo.setdefault(key, value)
         m.memo_extra -= block.memo_count
         m.segments.remove(block)
         block.memo_count = 0

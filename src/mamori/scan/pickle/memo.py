@@ -44,6 +44,7 @@ _POOLED: Final = 1
 _SUMMARY: Final[dict[type[ListV | DictV | SetV], int]] = {ListV: 2, DictV: 3, SetV: 4}
 _SUMMARY_TYPE: Final = {v: k for k, v in _SUMMARY.items()}
 _SCALARS: Final = frozenset({str, bytes, int, float, bool, type(None)})
+_MOVABLE: Final = _SCALARS | {tuple, ListV, DictV, SetV}
 _MAX_DEPTH: Final = 8
 _MAX_ENCODED: Final = 1 << 20
 """Larger encodings stay objects (they are few: each needs a megabyte of file)."""
@@ -184,6 +185,8 @@ class ColdMemo:
         self.summarised = 0
         """Containers replaced by a type-and-size summary (for the report's evidence)."""
         self.next_compaction = COMPACT_AFTER
+        self.kept: set[int] = set()
+        """Memo keys of tuples that are not plain data (not tried again)."""
 
     def take(self, idx: int) -> tuple[bool, Value]:
         """Remove slot ``idx`` and return ``(True, value)``; ``(False, None)`` if not held."""
@@ -211,30 +214,6 @@ class ColdMemo:
         return len(self.pool) + per_slot
 
 
-def _refs_when_only_the_memo_holds() -> int:
-    """``sys.getrefcount`` of a value only a dict holds, seen from :func:`_movable` itself."""
-    probe: dict[int, Value] = {0: ListV()}
-    return _movable(probe, 0, -1)
-
-
-def _movable(memo: dict[int, Value], key: int, alone: int) -> int:
-    """Classify ``memo[key]``: 0 keep, 1 encode, else the kind of summary.
-
-    ``alone`` is the reference count a value has here when only the memo holds it; with
-    ``alone`` = -1 the function returns that count instead (calibration).
-    """
-    value = memo[key]
-    refs = sys.getrefcount(value)
-    if alone < 0:
-        return refs
-    kind = type(value)
-    if kind in _SUMMARY:
-        return _SUMMARY[kind] if refs == alone and _data_only(value, 0) else 0
-    if kind in _SCALARS or kind is tuple:
-        return _POOLED
-    return 0
-
-
 def _data_only(value: object, depth: int) -> bool:
     """Plain immutable data or builtin containers of it: nothing in it can be called."""
     kind = type(value)
@@ -254,7 +233,14 @@ def _data_only(value: object, depth: int) -> bool:
     return True
 
 
-_ALONE: Final = _refs_when_only_the_memo_holds()
+def _summary_alone() -> int:
+    """``sys.getrefcount`` of a value only a dict holds, in the expression ``_move`` uses."""
+    probe: dict[int, Value] = {0: ListV()}
+    key = 0
+    return sys.getrefcount(probe[key])
+
+
+_SUMMARY_ALONE: Final = _summary_alone()
 
 
 def compact(m: Machine, cold: ColdMemo) -> None:
@@ -263,42 +249,15 @@ def compact(m: Machine, cold: ColdMemo) -> None:
     kinds = bytearray()
     words: list[int] = []
     keys: list[int] = []
-    pool = cold.pool
+    kept = cold.kept
     for key in sorted(memo):
-        value = memo[key]
-        kind = type(value)
-        if kind is str:
-            # The common case inline: most memoized values of a big pickle are strings.
-            raw = value.encode("utf-8", "surrogatepass")  # type: ignore[union-attr]  # str
-            if len(raw) > _MAX_ENCODED:
-                continue
-            words.append(len(pool))
-            pool.append(6)
-            _length(pool, len(raw))
-            pool += raw
-            what = _POOLED
-        else:
-            del value  # _movable counts the references the memo alone leaves
-            what = _movable(memo, key, _ALONE)
-            if not what:
-                continue
-            if what == _POOLED:
-                at = len(pool)
-                try:
-                    _encode(memo[key], pool, 0)
-                except _Unencodable:
-                    del pool[at:]
-                    continue
-                if len(pool) - at > _MAX_ENCODED:
-                    del pool[at:]
-                    continue
-                words.append(at)
-            else:
-                held = cast("ListV | DictV | SetV", memo[key])
-                words.append(len(held.items) + held.dropped)
-                del held
-                cold.summarised += 1
-        kinds.append(what)
+        if type(memo[key]) not in _MOVABLE or key in kept:
+            continue  # call results, globals, persistent ids stay (cheaply skipped)
+        moved = _move(memo, key, cold)
+        if moved is None:
+            continue
+        kinds.append(moved[0])
+        words.append(moved[1])
         keys.append(key)
         del memo[key]
     if keys:
@@ -306,6 +265,51 @@ def compact(m: Machine, cold: ColdMemo) -> None:
         cold.count += len(keys)
         m.memo_extra += len(keys)
     cold.next_compaction = max(COMPACT_AFTER, 2 * len(memo))
+
+
+def _move(memo: dict[int, Value], key: int, cold: ColdMemo) -> tuple[int, int] | None:  # noqa: C901, PLR0911 - one exit per kind
+    """Encode or summarise ``memo[key]`` into ``cold``: (kind, word), or None to keep it."""
+    kind = type(memo[key])
+    pool = cold.pool
+    at = len(pool)
+    if kind is str:
+        # The common case first: most memoized values of a big pickle are strings.
+        raw = cast("str", memo[key]).encode("utf-8", "surrogatepass")
+        if len(raw) > _MAX_ENCODED:
+            return None
+        pool.append(6)
+        if len(raw) < 0x80:  # noqa: PLR2004 - a one-byte varint, inline
+            pool.append(len(raw))
+        else:
+            _length(pool, len(raw))
+        pool += raw
+        return _POOLED, at
+    if kind in _SUMMARY:
+        # A data container: summarised only when the memo alone holds it (the reference
+        # count seen here, calibrated in _SUMMARY_ALONE) and it holds only plain data.
+        if sys.getrefcount(memo[key]) != _SUMMARY_ALONE:
+            return None
+        held = cast("ListV | DictV | SetV", memo[key])
+        if not (set(map(type, held.items)) <= _SCALARS or _data_only(held, 0)):
+            return None
+        cold.summarised += 1
+        return _SUMMARY[kind], len(held.items) + held.dropped
+    if kind not in _SCALARS and kind is not tuple:
+        return None
+    if kind is tuple and (key in cold.kept or not _data_only(memo[key], 0)):
+        # A tuple holding a global or a call (a torch persistent id) never becomes plain;
+        # remember it so later compactions do not try it again.
+        cold.kept.add(key)
+        return None
+    try:
+        _encode(memo[key], pool, 0)
+    except _Unencodable:
+        del pool[at:]
+        return None
+    if len(pool) - at > _MAX_ENCODED:
+        del pool[at:]
+        return None
+    return _POOLED, at
 
 
 def _store(cold: ColdMemo, keys: list[int], kinds: bytearray, words: list[int]) -> None:
@@ -334,3 +338,35 @@ def _store(cold: ColdMemo, keys: list[int], kinds: bytearray, words: list[int]) 
         cold.batches.append(_Batch(lo, dense_kinds, dense_words, None))
     else:
         cold.batches.append(_Batch(lo, kinds, array("q", words), array("q", keys)))
+
+
+def shed(m: Machine) -> int:
+    """Under memory pressure: empty every builtin container that holds only plain data.
+
+    Reached from the stack or the memo, each list, dict or set whose items are plain data
+    (nothing in it can be called, imported or instantiated) keeps counting its items but
+    stops holding them, exactly as a container past its keep cap does; every alias sees the
+    change, since the object itself is kept. Call results are not entered: their arguments
+    and state are the evidence of a call. Returns how many items were let go.
+    """
+    seen: set[int] = set()
+    freed = 0
+    todo: list[object] = [v for frame in (*m.metastack, m.stack) for v in frame]
+    todo.extend(m.memo.values())
+    while todo:
+        value = todo.pop()
+        kind = type(value)
+        if kind is tuple:
+            todo.extend(cast("tuple[object, ...]", value))
+            continue
+        if kind not in _SUMMARY or id(value) in seen:
+            continue
+        seen.add(id(value))
+        held = cast("ListV | DictV | SetV", value)
+        if held.items and _data_only(held, 0):
+            freed += len(held.items)
+            held.dropped += len(held.items)
+            held.items = []
+        else:
+            todo.extend(held.items)
+    return freed

@@ -22,7 +22,9 @@ import re
 import struct
 import sys
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from itertools import chain
 from operator import itemgetter
 from typing import TYPE_CHECKING, Final
@@ -83,6 +85,8 @@ class Template:
     ops: int
     memos: int
     puts: bool
+    gets: tuple[int, ...] = ()
+    """Memo slots every unit GETs (literal indices in the regex): plain data, defined before."""
 
 
 _CACHE: dict[bytes, Template] = {}
@@ -92,20 +96,23 @@ _SHORT: Final = object()
 """learn(): the unit runs past the window or FRAME end; try again further on."""
 
 
-def learn(buf: bytes, pos: int, end: int, items: int) -> Template | object | None:
+def learn(
+    buf: bytes, pos: int, end: int, items: int, plain_slot: Callable[[int], bool]
+) -> Template | object | None:
     """Read one unit (``items`` values plus their memo ops) at ``pos``.
 
     Returns the template, :data:`_SHORT` when the bytes end first, or None when the unit's
-    shape is not supported (then the caller backs off).
+    shape is not supported (then the caller backs off). ``plain_slot(idx)`` says whether memo
+    slot ``idx`` is defined and holds immutable plain data, which a unit may GET.
     """
     try:
-        return _learn(buf, pos, end, items)
+        return _learn(buf, pos, end, items, plain_slot)
     except (IndexError, struct.error):
         return _SHORT
 
 
 _CONTINUES: Final = frozenset((0x94, 0x71, 0x72, 0x85, 0x86, 0x87, 0x61, 0x73))
-_UNIT_STARTS: Final = frozenset(b"KMJG\x8cXCN\x88\x89]})\x8f")
+_UNIT_STARTS: Final = frozenset(b"KMJG\x8cXCN\x88\x89]})\x8fhj")
 """Where a unit may begin: a value push. A MARK there may instead fill the previous unit's
 container, and a closer ends the batch, so neither is a place to learn from."""
 """Opcodes that still belong to the unit after it has pushed its values (memo, merges)."""
@@ -118,17 +125,21 @@ class _Unsupported(Exception):  # noqa: N818 - internal control flow
 class _State:
     """The learner's simulated stack: per frame, the kinds of values (L, D, S or v)."""
 
-    def __init__(self) -> None:
+    def __init__(self, plain_slot: Callable[[int], bool]) -> None:
         self.frames: list[list[str]] = [[]]
         self.parts: list[bytes] = []
         self.ops = 0
         self.memos = 0
         self.puts = 0
+        self.gets: list[int] = []
+        self.plain_slot = plain_slot
 
 
-def _learn(buf: bytes, pos: int, end: int, items: int) -> Template | object | None:
-    st = _State()
-    saved: tuple[int, int, int, int] | None = None
+def _learn(
+    buf: bytes, pos: int, end: int, items: int, plain_slot: Callable[[int], bool]
+) -> Template | object | None:
+    st = _State(plain_slot)
+    saved: tuple[int, int, int, int, int] | None = None
     try:
         while pos < end:
             pos = _one(st, buf, pos)
@@ -141,21 +152,25 @@ def _learn(buf: bytes, pos: int, end: int, items: int) -> Template | object | No
                 raise _Unsupported  # noqa: TRY301 - handled below with the checkpoint
             if len(frames) == 1 and len(frames[0]) == items and pos < end:
                 if buf[pos] == 0x28:  # MARK: it may still fill this unit's container
-                    saved = (len(st.parts), st.ops, st.memos, st.puts)
+                    saved = (len(st.parts), st.ops, st.memos, st.puts, len(st.gets))
                 elif buf[pos] not in _CONTINUES:
-                    return _finish(st.parts, items, st.ops, st.memos, st.puts)
+                    return _finish(st.parts, items, st.ops, st.memos, st.puts, gets=st.gets)
     except _Unsupported:
         if saved is None:
             return None
-        n_parts, ops, memos, puts = saved
-        return _finish(st.parts[:n_parts], items, ops, memos, puts)
+        n_parts, ops, memos, puts, n_gets = saved
+        return _finish(st.parts[:n_parts], items, ops, memos, puts, gets=st.gets[:n_gets])
     return _SHORT
 
 
-def _finish(parts: list[bytes], items: int, ops: int, memos: int, puts: int) -> Template | None:
+def _finish(
+    parts: list[bytes], items: int, ops: int, memos: int, puts: int, *, gets: list[int]
+) -> Template | None:
     if memos and puts:
         return None
-    return _compile(b"".join(parts), items, ops, memos + puts, puts=bool(puts))
+    return _compile(
+        b"".join(parts), items, ops, memos + puts, puts=bool(puts), gets=tuple(sorted(set(gets)))
+    )
 
 
 def _one(st: _State, buf: bytes, pos: int) -> int:  # noqa: C901, PLR0912, PLR0915 - one opcode dispatch
@@ -191,6 +206,10 @@ def _one(st: _State, buf: bytes, pos: int) -> int:  # noqa: C901, PLR0912, PLR09
         pos += 2 + buf[pos + 1]
         cur.append("v")
         parts.append(_SBYTES)
+    elif op in (0x88, 0x89):  # NEWTRUE, NEWFALSE: either, so that a bool column repeats
+        pos += 1
+        cur.append("v")
+        parts.append(rb"[\x88\x89]")
     elif op in _PLAIN:
         pos += 1
         cur.append(_PLAIN[op])
@@ -199,6 +218,19 @@ def _one(st: _State, buf: bytes, pos: int) -> int:  # noqa: C901, PLR0912, PLR09
         pos += 1
         frames.append([])
         parts.append(rb"\(")
+    elif op in (0x68, 0x6A):  # BINGET, LONG_BINGET of a slot defined before the unit
+        size = 2 if op == 0x68 else 5
+        arg = buf[pos + 1 : pos + size]
+        if len(arg) < size - 1:
+            raise IndexError
+        idx = arg[0] if op == 0x68 else struct.unpack("<I", arg)[0]
+        if not st.plain_slot(idx):
+            raise _Unsupported
+        # The index is matched literally: every unit of the run GETs the same plain value.
+        parts.append(re.escape(buf[pos : pos + size]))
+        st.gets.append(idx)
+        cur.append("v")
+        pos += size
     elif op in (0x94, 0x71, 0x72):
         if not cur:
             raise _Unsupported
@@ -247,7 +279,9 @@ def _one(st: _State, buf: bytes, pos: int) -> int:  # noqa: C901, PLR0912, PLR09
     return pos
 
 
-def _compile(pattern: bytes, items: int, ops: int, memos: int, *, puts: bool) -> Template:
+def _compile(
+    pattern: bytes, items: int, ops: int, memos: int, *, puts: bool, gets: tuple[int, ...]
+) -> Template:
     key = pattern
     cached = _CACHE.get(key)
     if cached is not None:
@@ -265,13 +299,14 @@ def _compile(pattern: bytes, items: int, ops: int, memos: int, *, puts: bool) ->
         ops=ops,
         memos=memos,
         puts=puts,
+        gets=gets,
     )
     if len(_CACHE) < 64:  # a handful of shapes per file; bound the cache
         _CACHE[key] = template
     return template
 
 
-def attempt(m: Machine) -> bool:  # noqa: C901, PLR0911, PLR0912 - a sequence of cheap guards
+def attempt(m: Machine) -> bool:  # noqa: C901, PLR0911, PLR0912, PLR0915 - a sequence of cheap guards
     """Consume a run of template units at the current position; True when it did."""
     if m.template_wait > m.trace.opcodes or not m.memo_dense:
         return False
@@ -294,7 +329,7 @@ def attempt(m: Machine) -> bool:  # noqa: C901, PLR0911, PLR0912 - a sequence of
     template = m.templates.get(kind)
     count, stop, args = _scan(template, buf, pos, end) if template is not None else (0, pos, b"")
     if not count:
-        learned = learn(buf, pos, end, items)
+        learned = learn(buf, pos, end, items, partial(_plain_slot, m))
         if learned is None:
             m.template_wait = m.trace.opcodes + _BACKOFF
             return False
@@ -319,6 +354,14 @@ def attempt(m: Machine) -> bool:  # noqa: C901, PLR0911, PLR0912 - a sequence of
     ):
         m.template_wait = m.trace.opcodes + _BACKOFF
         return False
+    gets: dict[int, Value] | None = None
+    if template.gets:
+        if not all(_plain_slot(m, idx) for idx in template.gets):
+            # A template learned earlier; a PUT has replaced the slot's value since.
+            m.templates.pop(kind, None)
+            m.template_wait = m.trace.opcodes + _BACKOFF
+            return False
+        gets = {idx: m.memo[idx] for idx in template.gets}
     block = LazyBlock(
         w.base + pos,
         w.base + stop,
@@ -327,6 +370,7 @@ def attempt(m: Machine) -> bool:  # noqa: C901, PLR0911, PLR0912 - a sequence of
         memo_count,
         puts=template.puts,
         frame=m.stack,
+        gets=gets,
     )
     m.stack.append(block)
     m.block_frames[id(m.stack)] = m.block_frames.get(id(m.stack), 0) + 1
@@ -339,6 +383,22 @@ def attempt(m: Machine) -> bool:  # noqa: C901, PLR0911, PLR0912 - a sequence of
         m.next_check = m.trace.opcodes + (1 << 16)
         m.deadline()
     return True
+
+
+_PLAIN_TYPES: Final = frozenset({str, bytes, int, float, bool, type(None)})
+
+
+def _plain_slot(m: Machine, idx: int) -> bool:
+    """True when memo slot ``idx`` is defined and holds an immutable plain value.
+
+    A slot held compactly or by a lazy run is brought back into ``m.memo`` first (exactly the
+    value the reference path holds there).
+    """
+    if idx not in m.memo and not (
+        m.memo_extra and m.on_missing_slot is not None and m.on_missing_slot(m, idx)
+    ):
+        return False
+    return type(m.memo.get(idx)) in _PLAIN_TYPES
 
 
 def _seek_boundary(m: Machine, frame: list[Value], items: int) -> bool:

@@ -188,7 +188,7 @@ class LazyBlock:
     They come from the bytes ``[start, end)`` and were memoized into ``memo_count`` slots.
     """
 
-    __slots__ = ("end", "frame", "items", "memo_count", "memo_start", "puts", "start")
+    __slots__ = ("end", "frame", "gets", "items", "memo_count", "memo_start", "puts", "start")
 
     def __init__(
         self,
@@ -200,6 +200,7 @@ class LazyBlock:
         *,
         puts: bool,
         frame: list[Value] | None,
+        gets: dict[int, Value] | None = None,
     ) -> None:
         self.start = start
         self.end = end
@@ -210,6 +211,8 @@ class LazyBlock:
         """True when the run memoized with BINPUT/LONG_BINPUT (absolute indices)."""
         self.frame = frame
         """The stack frame holding this block, until the block is closed or materialized."""
+        self.gets = gets
+        """Memo slots the run's units GET, with the plain values they held during the run."""
 
     def __repr__(self) -> str:
         return f"LazyBlock({self.start}..{self.end}, items={self.items})"
