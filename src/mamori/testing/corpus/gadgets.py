@@ -81,7 +81,7 @@ DIRECT_CALLS: tuple[tuple[str, str, str, tuple[str, ...], str, bool], ...] = (
         "pickle-runpy-run-path",
         "runpy",
         "run_path",
-        (MARKER,),
+        ("/dev/null",),  # an existing file: run_path compiles and executes it
         "runpy.run_path of a file (picklescan#27)",
         False,
     ),

@@ -322,8 +322,9 @@ def _newobj_ex(path: Path) -> None:
     "pickle-newobj-build-setstate",
     "pickle/newobj-build.pkl",
     family="pickle",
-    technique="NEWOBJ then BUILD with a state dict: __setstate__-style gadget on subprocess.Popen",
-    expected=[DANGEROUS_GLOBAL],
+    technique="NEWOBJ of subprocess.Popen, a BUILD that plants __setstate__ = os.system in its "
+    "__dict__, then a BUILD that calls it (the unpickler looks __setstate__ up on the instance)",
+    expected=[DANGEROUS_GLOBAL, "MAM-PKL-020"],
 )
 def _build(path: Path) -> None:
     ops = (
@@ -331,9 +332,11 @@ def _build(path: Path) -> None:
         + a.EMPTY_TUPLE
         + a.NEWOBJ
         + a.EMPTY_DICT
-        + a.unicode("args")
-        + a.unicode(HARMLESS_CMD)
+        + a.unicode("__setstate__")
+        + a.stack_global("os", "system")
         + a.SETITEM
+        + a.BUILD
+        + a.unicode(HARMLESS_CMD)
         + a.BUILD
     )
     _write(path, _program(ops, version=2))
