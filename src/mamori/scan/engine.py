@@ -46,13 +46,13 @@ from mamori.scan._internal.streams import (
     probe_random,
     read_exactly,
 )
-from mamori.scan._internal.unrecognised import grade_unrecognised
 from mamori.scan.formats import HANDLERS
 from mamori.scan.formats.interface import PROBE_BYTES, FormatHandler, LimitExceeded, Probe
 from mamori.scan.limits import ScanLimits
 from mamori.scan.policy import ScanPolicy
 from mamori.scan.rules import rule
 from mamori.scan.signatures import SignatureScanner
+from mamori.scan.unrecognised import grade_unrecognised
 
 __all__ = ["Scan", "detect"]
 

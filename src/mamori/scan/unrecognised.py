@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Final
 
 from mamori.findings import Severity
+from mamori.scan._internal.context import Probe
 from mamori.scan._internal.source import FileRegion, Source
-from mamori.scan.formats.interface import Probe
 from mamori.scan.formats.pickle import rejected_at_first_opcode
 
 __all__ = ["grade_unrecognised"]
