@@ -57,7 +57,7 @@ from mamori.scan.unrecognised import grade_unrecognised
 __all__ = ["Scan", "detect"]
 
 # Extensions users expect to be models. Only used to report an extension that lies about the
-# content (how loud unrecognised bytes are is _internal/unrecognised.py's rule); never to
+# content (how loud unrecognised bytes are is unrecognised.py's rule); never to
 # choose a parser.
 _MODEL_EXTENSIONS: dict[str, frozenset[FileFormat]] = {
     ".pkl": frozenset({FileFormat.PICKLE}),
