@@ -49,7 +49,7 @@ def hospital():
 
 @pytest.fixture
 def factory(verifier, hospital) -> ContextFactory:
-    return ContextFactory(verifier, HOSPITAL_DOMAIN, hospital.revocations)
+    return ContextFactory(verifier, HOSPITAL_DOMAIN, hospital.state)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from mamori.genai import (
     AuthorizedRetriever,
     Authorizer,
     ContextFactory,
-    Revocations,
+    ConversationStore,
     SourceDocument,
     TrustedIngestor,
     project,
@@ -167,7 +167,7 @@ class _SpyClient:
 
 def _world(issuer, verifier, policies, acls, user):
     engine = PolicyEngine(policies=policies, schema=_SCHEMA_TEXT)
-    authorizer = Authorizer(engine, Revocations(), AuditChain(MemorySink()))
+    authorizer = Authorizer(engine, ConversationStore.ephemeral(), AuditChain(MemorySink()))
     client = QdrantClient(":memory:")
     ingestor = TrustedIngestor(client, "docs", bag_of_words, DOCUMENT_ACL)
     ingestor.ensure_collection(DIM)
@@ -175,7 +175,7 @@ def _world(issuer, verifier, policies, acls, user):
     ingestor.ingest(docs)
     subject, roles, tenant, pid = user
     claims = {"patient_id": pid} if pid else {}
-    ctx = ContextFactory(verifier, HOSPITAL_DOMAIN, authorizer.revocations).from_token(
+    ctx = ContextFactory(verifier, HOSPITAL_DOMAIN, authorizer.state).from_token(
         issuer.mint(subject, roles=roles, tenant=tenant, claims=claims)
     )
     return engine, authorizer, client, docs, ctx

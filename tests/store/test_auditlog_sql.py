@@ -37,7 +37,7 @@ def doctor_on(tmp_path):
     )
 
     def make(hospital) -> Session:
-        factory = ContextFactory(config, HOSPITAL_DOMAIN, hospital.revocations)
+        factory = ContextFactory(config, HOSPITAL_DOMAIN, hospital.state)
         return Session(
             factory.from_token(issuer.mint("dr-house", roles=["doctor"], tenant="st-mary"))
         )

@@ -134,7 +134,7 @@ def run_hospital_demo(
             jwks=JwksSource(path=issuer.jwks_path),
             attribute_claims=frozenset({"patient_id"}),
         )
-        factory = ContextFactory(config, HOSPITAL_DOMAIN, hospital.revocations)
+        factory = ContextFactory(config, HOSPITAL_DOMAIN, hospital.state)
         users: tuple[tuple[str, str, dict[str, str]], ...] = (
             ("receptionist", "rita", {}),
             ("doctor", "dr-house", {}),

@@ -251,4 +251,6 @@ class ApiTokenRow(Base):
 
 # The MLflow integration's tables (revision 0002) live in their own module on this Base;
 # importing it here keeps Base.metadata complete for Alembic and the schema test.
+# So do GenAI's revocations and conversation state (revision 0004).
+from mamori.store import models_genai as _models_genai  # noqa: E402, F401
 from mamori.store import models_mlflow as _models_mlflow  # noqa: E402, F401
