@@ -23,12 +23,12 @@ from __future__ import annotations
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import bindparam, exists, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -38,7 +38,7 @@ from mamori.store.models import Base
 from mamori.store.models_genai import ConversationLabelRow, RevocationRow
 
 if TYPE_CHECKING:
-    from sqlalchemy import Select
+    from sqlalchemy import Engine, Select
 
     from mamori.genai.context import TrustedContext
     from mamori.identity import Principal
@@ -66,12 +66,52 @@ class Liveness:
         return not self.refusal
 
 
-def _status_query(issuer: str, subject: str, token_id: str) -> Select[int | None, bool]:
-    target = _REVOCATIONS.c.subject == subject
-    if token_id:  # a token without a ``jti`` can only be revoked through its subject
-        target = or_(target, _REVOCATIONS.c.token_id == token_id)
-    revoked = exists().where(_REVOCATIONS.c.issuer == issuer, target)
-    return select(select(func.max(_REVOCATIONS.c.id)).scalar_subquery(), revoked)
+#: Is ``(issuer, subject)`` or ``(issuer, jti)`` revoked, and what is the revocation epoch?
+#: A token without a ``jti`` is matched through its subject only (``:t`` is then ``NULL``).
+_STATUS = select(
+    select(func.max(_REVOCATIONS.c.id)).scalar_subquery(),
+    exists().where(
+        _REVOCATIONS.c.issuer == bindparam("i"),
+        or_(_REVOCATIONS.c.subject == bindparam("s"), _REVOCATIONS.c.token_id == bindparam("t")),
+    ),
+)
+_LABELS_OF = select(_LABELS.c.label).where(
+    _LABELS.c.issuer == bindparam("i"),
+    _LABELS.c.subject == bindparam("s"),
+    _LABELS.c.conversation_id == bindparam("c"),
+)
+
+
+class _Compiled:
+    """A statement compiled once for one dialect, run on a raw pooled DBAPI connection.
+
+    Every use of a trusted context reads the revocations; through a SQLAlchemy ``Connection``
+    that read cost about ten times the query itself (statement caching, the transaction that
+    the store's SQLite ``begin`` hook opens, result processing). Reads need none of that.
+    """
+
+    def __init__(self, statement: Select[Any], engine: Engine) -> None:
+        compiled = statement.compile(dialect=engine.dialect)
+        self._sql = str(compiled)
+        self._order = compiled.positiontup if compiled.positional else None
+        self._engine = engine
+        self._errors: type[Exception] = engine.dialect.loaded_dbapi.Error
+
+    def rows(self, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Run the query with ``params``; any database error becomes :class:`StoreError`."""
+        bound: Any = tuple(params[k] for k in self._order) if self._order else dict(params)
+        try:
+            connection = self._engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                cursor.execute(self._sql, bound)
+                result = [tuple(row) for row in cursor.fetchall()]
+                cursor.close()
+            finally:
+                connection.close()
+        except (SQLAlchemyError, self._errors) as exc:
+            raise StoreError("reading the GenAI state store failed") from exc
+        return result
 
 
 class ConversationStore:
@@ -81,6 +121,8 @@ class ConversationStore:
         """Use ``store`` (already migrated); ``exp`` and ``nbf`` are checked against ``clock``."""
         self._store = store
         self.clock = clock
+        self._status_query = _Compiled(_STATUS, store.engine)
+        self._labels_query = _Compiled(_LABELS_OF, store.engine)
 
     @classmethod
     def ephemeral(cls, *, clock: Callable[[], float] = time.time) -> ConversationStore:
@@ -154,34 +196,27 @@ class ConversationStore:
         return Liveness("principal revoked" if revoked else "", epoch)
 
     def _status(self, principal: Principal) -> tuple[int, bool]:
-        query = _status_query(principal.issuer, principal.subject, principal.token_id)
-        try:
-            with self._store.engine.connect() as conn:
-                row = conn.execute(query).one()
-        except SQLAlchemyError as exc:
-            raise StoreError("reading the revocation list failed") from exc
+        (row,) = self._status_query.rows(
+            {"i": principal.issuer, "s": principal.subject, "t": principal.token_id or None}
+        )
         return int(row[0] or 0), bool(row[1])
 
     # --- conversation state ---------------------------------------------------------------
     def labels(self, principal: Principal, conversation_id: str) -> frozenset[str]:
         """The classifications released so far into this principal's conversation."""
         _check_conversation_id(conversation_id)
-        query = select(_LABELS.c.label).where(
-            _LABELS.c.issuer == principal.issuer,
-            _LABELS.c.subject == principal.subject,
-            _LABELS.c.conversation_id == conversation_id,
+        rows = self._labels_query.rows(
+            {"i": principal.issuer, "s": principal.subject, "c": conversation_id}
         )
-        try:
-            with self._store.engine.connect() as conn:
-                return frozenset(conn.execute(query).scalars())
-        except SQLAlchemyError as exc:
-            raise StoreError("reading the conversation state failed") from exc
+        return frozenset(str(row[0]) for row in rows)
 
     def add_labels(
         self, principal: Principal, conversation_id: str, labels: Iterable[str], *, tool: str = ""
     ) -> None:
         """Record ``labels`` as released into the conversation (before the data is returned)."""
-        _check_conversation_id(conversation_id)
+        new = set(labels) - self.labels(principal, conversation_id)
+        if not new:
+            return  # the common case: a read, no write transaction
         rows = [
             {
                 "issuer": principal.issuer,
@@ -191,11 +226,10 @@ class ConversationStore:
                 "first_tool": tool[:255],
                 "first_at": datetime.now(UTC),
             }
-            for label in sorted(set(labels))
+            for label in sorted(new)
         ]
-        if not rows:
-            return
-        dialect = postgresql if not self._store.is_sqlite else sqlite
+        dialect = sqlite if self._store.is_sqlite else postgresql
+        # Another process may have added the same label since the read: that row stays.
         statement = dialect.insert(_LABELS).values(rows).on_conflict_do_nothing()
         with self._store.write() as session:
             session.execute(statement)
