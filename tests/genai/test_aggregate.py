@@ -74,7 +74,7 @@ def test_12_a_phi_count_counts_only_the_patients_the_doctor_may_read(
     result = big_hospital.gateway.call(big_doctor, "count_patients", {"diagnosis": diagnosis})
     assert result.ok
     expected = _oracle_count(big_hospital, big_doctor, diagnosis)
-    assert result.data == {"diagnosis": diagnosis, "patients": expected}
+    assert result.data == {"patients": expected}
 
 
 def test_12_the_naive_count_would_have_counted_other_doctors_patients(big_hospital, big_doctor):
@@ -93,7 +93,7 @@ def test_12_the_naive_count_would_have_counted_other_doctors_patients(big_hospit
 def test_12_a_receptionist_gets_no_phi_count_and_is_told_it_was_redacted(hospital, receptionist):
     result = hospital.gateway.call(receptionist, "count_patients", {"diagnosis": "hypertension"})
     assert result.ok
-    assert result.data == {"diagnosis": "hypertension"}
+    assert result.data == {}
     assert result.redacted == ("patients",)
 
 

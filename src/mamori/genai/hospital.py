@@ -304,7 +304,7 @@ def _register_tools(h: Hospital) -> None:
     @gw.tool(
         description="Count the patients you may read who were seen for a diagnosis.",
         # The count says how many patients have a condition: clinical data, PHI.
-        output=ClassificationSchema({"diagnosis": "PUBLIC", "patients": "PHI"}),
+        output=ClassificationSchema({"patients": "PHI"}),
     )
     def count_patients(ctx: TrustedContext, *, diagnosis: Diagnosis) -> dict[str, Any]:
         seen = patients.count(
@@ -313,7 +313,7 @@ def _register_tools(h: Hospital) -> None:
             lambda record: h.patient_attributes(record["patient_id"]),
             where=lambda record: any(v["diagnosis"] == diagnosis for v in record["visits"]),
         )
-        return {"diagnosis": diagnosis, "patients": seen}
+        return {"patients": seen}
 
     @gw.tool(
         description="Send an email.",
