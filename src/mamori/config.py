@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,7 +23,7 @@ from pydantic_settings import (
 
 from mamori.errors import ConfigError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["IdentitySource", "Settings", "load_settings"]
 
 
 def _hf_endpoint() -> str:
@@ -40,6 +40,36 @@ def _hf_cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface"
     )
     return Path(home).expanduser() / "hub"
+
+
+class IdentitySource(BaseModel):
+    """How the configured issuer's claims become mamori roles and principal attributes.
+
+    In ``mamori.toml``::
+
+        [identity.roles.groups]          # claim "groups": IdP value -> mamori roles
+        "ml-approvers" = ["approver"]
+        "ml-admins" = ["admin", "approver"]
+
+        [identity.attributes]            # claim -> principal attribute
+        department = "department"
+
+    A value the table does not list grants nothing (see :mod:`mamori.identity.claims`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    roles: dict[str, dict[str, tuple[str, ...]]] | None = None
+    """Claim → IdP value → mamori roles. Default: the ``roles_claim`` may list mamori's own
+    lifecycle role names (viewer, importer, approver, deployer, admin), each granting itself;
+    any other name in it grants nothing."""
+    attributes: dict[str, str] = Field(default_factory=dict)
+    """Claim → principal attribute name (string claims only)."""
+    exclusive: tuple[tuple[str, ...], ...] = ()
+    """Sets of mamori roles one token may not hold together (it is refused)."""
+    case_sensitive_issuers: tuple[str, ...] = ()
+    """Issuers whose subjects differ by case (opaque ids). Others compare NFKC-casefolded
+    for four eyes: ``Ivan`` and ``ivan`` of one issuer are one person."""
 
 
 class Settings(BaseSettings):
@@ -77,6 +107,13 @@ class Settings(BaseSettings):
     jwt_algorithms: frozenset[str] = frozenset({"RS256", "ES256"})
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
     roles_claim: str = "roles"
+    identity: IdentitySource = Field(default_factory=IdentitySource)
+    """Claim mapping and subject comparison of the configured issuer (``[identity]``)."""
+    jwks_refresh_seconds: float = Field(default=60.0, ge=1.0, le=86400.0)
+    """A token naming a key id the JWKS lacks triggers at most one background JWKS refresh per
+    this many seconds; unknown ids are refused at once (never waited on)."""
+    jwks_ttl_seconds: float = Field(default=300.0, ge=1.0, le=86400.0)
+    """Known JWKS keys are refreshed in the background after this long (key rotation)."""
     mfa_claim: str = "amr"
     """Claim listing authentication methods; ``mfa_value`` in it means MFA was used."""
     mfa_value: str = "mfa"

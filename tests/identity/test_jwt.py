@@ -183,6 +183,17 @@ def test_identity_public_api_matches_all():
         n
         for n in dir(mod)
         if not n.startswith("_")
-        and n not in {"annotations", "apitokens", "issuer", "jwt", "network", "principal"}
+        and n
+        not in {
+            "annotations",
+            "apitokens",
+            "claims",
+            "issuer",
+            "jwks",
+            "jwt",
+            "network",
+            "principal",
+            "subjects",
+        }
     }
     assert public == set(mod.__all__)

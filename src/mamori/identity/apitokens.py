@@ -23,8 +23,10 @@ from sqlalchemy import select
 
 from mamori.errors import IdentityError, NotFoundError
 from mamori.identity.principal import Principal
+from mamori.identity.subjects import check_subject
 from mamori.store.db import Store, audit_append
 from mamori.store.models import ApiTokenRow
+from mamori.text import name_problem
 
 __all__ = [
     "API_TOKEN_ISSUER",
@@ -150,6 +152,11 @@ class ApiTokens:
         role_list = sorted(set(roles))
         if not name or not subject:
             raise IdentityError("an API token needs a name and a subject")
+        check_subject(subject)
+        problem = name_problem(name)
+        if problem is not None:
+            msg = f"API token name {problem}"
+            raise IdentityError(msg)
         if not scope_set:
             raise IdentityError("an API token needs at least one scope")
         if ttl_seconds is not None and ttl_seconds <= 0:

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import httpx
 import jwt
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from mamori.errors import IdentityError
+from mamori.identity.claims import ClaimMapping, map_claims
+from mamori.identity.jwks import JwksSource
 from mamori.identity.principal import Principal
+from mamori.identity.subjects import check_subject
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
@@ -43,83 +41,6 @@ _REQUIRED_CLAIMS: tuple[str, ...] = ("exp", "iat", "sub", "aud", "iss")
 _KTY_FOR_ALG_PREFIX: Mapping[str, str] = MappingProxyType({"RS": "RSA", "PS": "RSA", "ES": "EC"})
 
 
-class JwksSource:
-    """Keys from a JWKS file or URL that the operator configured, cached with a TTL.
-
-    A fetch or parse failure raises :class:`IdentityError`; the verifier then denies.
-    """
-
-    def __init__(
-        self,
-        *,
-        path: Path | None = None,
-        url: str | None = None,
-        ttl_seconds: float = 300.0,
-        client: httpx.Client | None = None,
-    ) -> None:
-        """Configure the source; exactly one of ``path`` or ``url`` must be given."""
-        if (path is None) == (url is None):
-            raise IdentityError("configure exactly one of a JWKS path or a JWKS URL")
-        self._path = path
-        self._url = url
-        self._ttl = ttl_seconds
-        self._client = client
-        self._lock = threading.Lock()
-        self._keys: dict[str, tuple[str, Any]] = {}
-        self._loaded_at = float("-inf")
-
-    def key_for(self, kid: str) -> tuple[str, Any]:
-        """Return ``(kty, public_key)`` for ``kid``; unknown kids trigger one refresh."""
-        with self._lock:
-            stale = time.monotonic() - self._loaded_at > self._ttl
-            if stale or kid not in self._keys:
-                self._keys = self._load()
-                self._loaded_at = time.monotonic()
-            try:
-                return self._keys[kid]
-            except KeyError:
-                raise IdentityError("token key id is not in the configured JWKS") from None
-
-    def _load(self) -> dict[str, tuple[str, Any]]:
-        raw = self._read()
-        try:
-            document = json.loads(raw)
-            keys = document["keys"]
-            if not isinstance(keys, list):
-                raise TypeError("keys is not a list")  # noqa: TRY301 -- joins the handler below
-            result: dict[str, tuple[str, Any]] = {}
-            for jwk in keys:
-                kty = jwk["kty"]
-                kid = jwk["kid"]
-                text = json.dumps(jwk)
-                if kty == "RSA":
-                    result[kid] = ("RSA", RSAAlgorithm.from_jwk(text))
-                elif kty == "EC":
-                    result[kid] = ("EC", ECAlgorithm.from_jwk(text))
-                # Other key types (oct, OKP) are skipped: they can never match our allowlist.
-        except (ValueError, KeyError, TypeError, jwt.InvalidKeyError) as exc:
-            raise IdentityError("the configured JWKS is malformed") from exc
-        if not result:
-            raise IdentityError("the configured JWKS holds no usable keys")
-        return result
-
-    def _read(self) -> str:
-        if self._path is not None:
-            try:
-                return self._path.read_text(encoding="utf-8")
-            except OSError as exc:
-                msg = f"cannot read JWKS file {self._path}"
-                raise IdentityError(msg) from exc
-        assert self._url is not None
-        try:
-            client = self._client or httpx.Client(timeout=5.0)
-            response = client.get(self._url)
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise IdentityError("cannot fetch the configured JWKS URL") from exc
-        return response.text
-
-
 @dataclass(frozen=True, slots=True)
 class VerifierConfig:
     """What a token must satisfy. Built by the operator, never from request data.
@@ -131,9 +52,14 @@ class VerifierConfig:
         algorithms: allowlist, a subset of :data:`ASYMMETRIC_ALGORITHMS`.
         leeway_seconds: clock skew tolerated on ``exp``/``iat``/``nbf``.
         max_lifetime_seconds: refuse tokens whose ``exp - iat`` exceeds this.
-        roles_claim: the claim holding a list of role names.
+        claims: the identity source's claim mapping (IdP groups/roles → mamori roles and
+            principal attributes; unmapped values grant nothing). When ``None`` (deprecated,
+            for issuers that mint mamori's own role names), roles are read from
+            ``roles_claim`` as given and ``attribute_claims`` are copied as they are.
+        roles_claim: without ``claims``, the claim holding a list of role names.
         tenant_claim: the claim holding the tenant id.
-        attribute_claims: further string claims copied into :attr:`Principal.attributes`.
+        attribute_claims: without ``claims``, string claims copied into
+            :attr:`Principal.attributes`.
         mfa_claim: the claim listing authentication methods (OIDC ``amr``); when set, the
             principal's ``mfa`` attribute is ``"true"`` exactly when it contains ``mfa_value``
             and ``"false"`` otherwise, whatever other claims say.
@@ -146,6 +72,7 @@ class VerifierConfig:
     algorithms: frozenset[str] = frozenset({"RS256", "ES256"})
     leeway_seconds: int = 30
     max_lifetime_seconds: int = 24 * 3600
+    claims: ClaimMapping | None = None
     roles_claim: str = "roles"
     tenant_claim: str = "tenant"
     attribute_claims: frozenset[str] = frozenset()
@@ -222,24 +149,15 @@ def _principal_from_claims(claims: Mapping[str, Any], config: VerifierConfig) ->
         raise IdentityError("exp and iat must be integers")
     if exp - iat > config.max_lifetime_seconds:
         raise IdentityError("token lifetime exceeds the configured maximum")
-    subject = claims["sub"]
-    if not isinstance(subject, str) or not subject:
-        raise IdentityError("sub must be a non-empty string")
-    roles_raw = claims.get(config.roles_claim, [])
-    if not isinstance(roles_raw, list) or not all(isinstance(r, str) for r in roles_raw):
-        raise IdentityError("roles claim must be a list of strings")
+    subject = check_subject(claims["sub"])
     tenant = claims.get(config.tenant_claim, "")
     if not isinstance(tenant, str):
         raise IdentityError("tenant claim must be a string")
-    attributes: dict[str, str] = {}
-    for name in sorted(config.attribute_claims):
-        value = claims.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            msg = f"claim {name!r} must be a string"
-            raise IdentityError(msg)
-        attributes[name] = value
+    if config.claims is not None:
+        mapped = map_claims(claims, config.claims)
+        roles, attributes = mapped.roles, dict(mapped.attributes)
+    else:
+        roles, attributes = _as_given(claims, config)
     if config.mfa_claim is not None:
         # Set last so that a plain string claim named "mfa" can never assert MFA by itself.
         attributes["mfa"] = (
@@ -250,11 +168,30 @@ def _principal_from_claims(claims: Mapping[str, Any], config: VerifierConfig) ->
         subject=subject,
         issuer=str(claims["iss"]),
         tenant=tenant,
-        roles=frozenset(roles_raw),
+        roles=roles,
         attributes=MappingProxyType(attributes),
         token_id=jti if isinstance(jti, str) else "",
         expires_at=exp,
     )
+
+
+def _as_given(
+    claims: Mapping[str, Any], config: VerifierConfig
+) -> tuple[frozenset[str], dict[str, str]]:
+    """Roles and attributes without a claim mapping: the token's own role names."""
+    roles_raw = claims.get(config.roles_claim, [])
+    if not isinstance(roles_raw, list) or not all(isinstance(r, str) for r in roles_raw):
+        raise IdentityError("roles claim must be a list of strings")
+    attributes: dict[str, str] = {}
+    for name in sorted(config.attribute_claims):
+        value = claims.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            msg = f"claim {name!r} must be a string"
+            raise IdentityError(msg)
+        attributes[name] = value
+    return frozenset(roles_raw), attributes
 
 
 def _asserts_mfa(value: Any, config: VerifierConfig) -> bool:

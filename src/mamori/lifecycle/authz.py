@@ -9,10 +9,15 @@ from sqlalchemy.orm import Session
 
 from mamori.errors import AccessDeniedError, PolicyError
 from mamori.identity.principal import Principal
+from mamori.identity.subjects import SubjectRules
 from mamori.policy.engine import Decision, Effect, Entity, EntityUid, PolicyEngine, Request
 from mamori.store.db import audit_append
 
-__all__ = ["Action", "ArtifactFacts", "LifecycleAuthorizer", "has_mfa"]
+__all__ = ["LIFECYCLE_ROLES", "Action", "ArtifactFacts", "LifecycleAuthorizer", "has_mfa"]
+
+#: The roles the packaged lifecycle policies name (a custom policy directory may add more
+#: through ``[identity.roles]``).
+LIFECYCLE_ROLES: frozenset[str] = frozenset({"viewer", "importer", "approver", "deployer", "admin"})
 
 
 class Action(enum.StrEnum):
@@ -38,6 +43,8 @@ class ArtifactFacts:
     state: str
     verdict: str
     deployable: bool
+    imported_by_issuer: str = ""
+    """The importer's issuer; ``""`` (unknown) counts as the asking principal's issuer."""
 
 
 def has_mfa(principal: Principal) -> bool:
@@ -46,11 +53,18 @@ def has_mfa(principal: Principal) -> bool:
 
 
 class LifecycleAuthorizer:
-    """Asks Cedar, writes the decision to the audit chain, raises on deny."""
+    """Asks Cedar, writes the decision to the audit chain, raises on deny.
 
-    def __init__(self, engine: PolicyEngine) -> None:
-        """Use ``engine`` (normally ``PolicyEngine.packaged("lifecycle")``)."""
+    Cedar sees people, not strings: ``principal.subject`` and ``resource.imported_by`` are
+    both :meth:`SubjectRules.person` keys (``issuer|NFKC-casefolded subject``), so the
+    four-eyes policy's ``resource.imported_by == principal.subject`` holds for ``Ivan``
+    approving what ``ivan`` of the same issuer imported, and never across issuers.
+    """
+
+    def __init__(self, engine: PolicyEngine, *, subjects: SubjectRules | None = None) -> None:
+        """Use ``engine`` (normally ``PolicyEngine.packaged("lifecycle")``) and ``subjects``."""
         self.engine = engine
+        self.subjects = subjects or SubjectRules()
 
     def decide(
         self,
@@ -63,7 +77,8 @@ class LifecycleAuthorizer:
         """The policy decision, without side effects. Engine errors are a deny."""
         user = EntityUid("Mamori::User", f"{principal.issuer}|{principal.subject}")
         roles = tuple(EntityUid("Mamori::Role", r) for r in sorted(principal.roles))
-        entities = [Entity(user, {"subject": principal.subject}, roles)]
+        person = self.subjects.person(principal.issuer, principal.subject)
+        entities = [Entity(user, {"subject": person}, roles)]
         entities += [Entity(r) for r in roles]
         if artifact is None:
             resource = EntityUid("Mamori::System", "mamori")
@@ -75,7 +90,9 @@ class LifecycleAuthorizer:
                     resource,
                     {
                         "sha256": artifact.sha256,
-                        "imported_by": artifact.imported_by,
+                        "imported_by": self.subjects.person(
+                            artifact.imported_by_issuer or principal.issuer, artifact.imported_by
+                        ),
                         "state": artifact.state,
                         "verdict": artifact.verdict,
                         "deployable": artifact.deployable,

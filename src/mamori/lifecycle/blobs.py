@@ -3,13 +3,20 @@
 An import is copied once into ``<root>/<sha256[:2]>/<sha256>`` while it is hashed, then made
 read-only. Workers scan that copy, so the bytes that were scanned are the bytes that were
 hashed, whatever happens to the original upload afterwards.
+
+The copy is written to ``<root>/.incoming-*`` first. Its writer holds an exclusive ``flock``
+on it until it is renamed into place or deleted; a writer killed with ``kill -9`` loses the
+lock with its process, which is how :meth:`BlobStore.remove_orphans` tells a crashed upload's
+leftover (deleted) from one still being written (kept), across processes.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
@@ -21,6 +28,9 @@ __all__ = ["BlobStore", "StoredBlob"]
 _CHUNK: Final = 1 << 20
 _HEX: Final = frozenset("0123456789abcdef")
 _SHA256_HEX_LEN: Final = 64
+_INCOMING: Final = ".incoming-"
+#: A temp file younger than this is never swept: its writer may not have locked it yet.
+_ORPHAN_MIN_AGE: Final = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +65,12 @@ class BlobStore:
         """
         hasher = hashlib.sha256()
         size = 0
-        fd, tmp_name = tempfile.mkstemp(prefix=".incoming-", dir=self.root)
+        fd, tmp_name = tempfile.mkstemp(prefix=_INCOMING, dir=self.root)
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out:
+                # Held until the rename below: remove_orphans() never takes a live upload.
+                fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 while chunk := stream.read(_CHUNK):
                     size += len(chunk)
                     if max_bytes is not None and size > max_bytes:
@@ -67,18 +79,44 @@ class BlobStore:
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-            digest = hasher.hexdigest()
-            final = self.path_for(digest)
-            final.parent.mkdir(exist_ok=True)
-            if final.exists():
-                tmp.unlink()
-            else:
-                tmp.chmod(0o444)
-                tmp.replace(final)
+                digest = hasher.hexdigest()
+                final = self.path_for(digest)
+                final.parent.mkdir(exist_ok=True)
+                if final.exists():
+                    tmp.unlink()
+                else:
+                    tmp.chmod(0o444)
+                    tmp.replace(final)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         return StoredBlob(sha256=digest, size=size, path=final)
+
+    def remove_orphans(self, *, min_age: float = _ORPHAN_MIN_AGE) -> int:
+        """Delete ``.incoming-*`` files no live writer holds; return how many were removed.
+
+        Called when a process that writes blobs starts. A file younger than ``min_age``
+        seconds is left alone (its writer may be between creating and locking it).
+        """
+        removed = 0
+        now = time.time()
+        for path in self.root.glob(f"{_INCOMING}*"):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue  # gone already, or not a regular file we created
+            try:
+                if now - os.fstat(fd).st_mtime < min_age:
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live upload
+                path.unlink(missing_ok=True)
+                removed += 1
+            finally:
+                os.close(fd)
+        return removed
 
     def put_file(self, path: Path) -> StoredBlob:
         """Copy a local file into the store."""

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from mamori.config import Settings
+from mamori.identity.subjects import SubjectRules
 from mamori.lifecycle.authz import LifecycleAuthorizer
 from mamori.lifecycle.blobs import BlobStore
 from mamori.lifecycle.service import Lifecycle
@@ -48,10 +49,15 @@ def build_lifecycle(
     store = Store(settings.resolved_database_url)
     if migrate:
         store.migrate()
+    blobs = BlobStore(settings.blob_dir)
+    blobs.remove_orphans()  # leftovers of crashed writers (see BlobStore.remove_orphans)
     return Lifecycle(
         store,
-        BlobStore(settings.blob_dir),
-        LifecycleAuthorizer(load_lifecycle_policies(settings)),
+        blobs,
+        LifecycleAuthorizer(
+            load_lifecycle_policies(settings),
+            subjects=SubjectRules(frozenset(settings.identity.case_sensitive_issuers)),
+        ),
         scan_policy=load_scan_policy(settings),
         enqueue=enqueue,
         stale_after=timedelta(seconds=settings.scan_stale_seconds),

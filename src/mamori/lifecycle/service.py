@@ -42,6 +42,7 @@ from mamori.store.models import (
     ScanRow,
     ScanStatus,
 )
+from mamori.text import check_name, printable
 
 __all__ = ["SCANNER_PRINCIPAL", "Lifecycle"]
 
@@ -61,6 +62,13 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=UTC)
+
+
+def _check_names(**names: str) -> None:
+    """The one name rule (:mod:`mamori.text`) for everything a binding stores."""
+    for what, value in names.items():
+        if value or what in {"source", "name"}:
+            check_name(value, what=what)
 
 
 def _who(principal: Principal) -> str:
@@ -123,6 +131,7 @@ class Lifecycle:
         return ArtifactFacts(
             sha256=row.sha256,
             imported_by=row.imported_by,
+            imported_by_issuer=row.imported_by_issuer,
             state=row.state.value,
             verdict=(latest.verdict or "") if latest is not None else "",
             deployable=self._deployable(session, row, latest),
@@ -142,6 +151,7 @@ class Lifecycle:
     ) -> ArtifactView:
         """Quarantine an upload, register it and queue its scan."""
         self._authorize(principal, Action.IMPORT, None)
+        _check_names(source=source, name=name, version=version)
         blob = self.blobs.put_stream(stream, max_bytes=max_bytes)
         return self.register(principal, blob, source=source, name=name, version=version)
 
@@ -150,8 +160,10 @@ class Lifecycle:
     ) -> ArtifactView:
         """Quarantine a local file, register it and queue its scan."""
         self._authorize(principal, Action.IMPORT, None)
+        name = name or path.name
+        _check_names(source=source, name=name)
         blob = self.blobs.put_file(path)
-        return self.register(principal, blob, source=source, name=name or path.name)
+        return self.register(principal, blob, source=source, name=name)
 
     def register(
         self,
@@ -167,8 +179,10 @@ class Lifecycle:
         """Record a quarantined blob and its binding; queue a scan unless one is done.
 
         The caller must already have authorized the import (integrations call this after
-        their own checks).
+        their own checks). Every name (``name``, ``version``, ``source``, ``member_path``)
+        must pass :func:`mamori.text.check_name`, whichever integration it came from.
         """
+        _check_names(source=source, name=name, version=version, member_path=member_path)
         now = _now()
         with self.store.write() as session:
             row = self._find_artifact(session, blob.sha256)
@@ -180,6 +194,7 @@ class Lifecycle:
                     state=ArtifactState.QUARANTINED,
                     state_reason="waiting for its first scan",
                     imported_by=principal.subject,
+                    imported_by_issuer=principal.issuer,
                     created_at=now,
                     updated_at=now,
                     stored_path=str(blob.path),
@@ -437,8 +452,8 @@ class Lifecycle:
                 if decision is ApprovalDecision.REJECTED
                 else ArtifactState.APPROVED
             )
-            row.state_reason = f"{decision.value} by {principal.subject}" + (
-                f": {reason}" if reason else ""
+            row.state_reason = printable(
+                f"{decision.value} by {principal.subject}" + (f": {reason}" if reason else "")
             )
             row.updated_at = now
             audit_append(

@@ -28,6 +28,7 @@ from mamori.service.runtime import (
     build_runtime,
     job_queue,
     jobs_available,
+    subject_rules,
 )
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def create_app(
             mlflow_doorbell = tasks.delivery
 
     def _authorizer(engine: PolicyEngine) -> CountingAuthorizer:
-        return CountingAuthorizer(engine, metrics.decisions)
+        return CountingAuthorizer(engine, metrics.decisions, subjects=subject_rules(settings))
 
     runtime = build_runtime(settings, enqueue=enqueue, authorizer=_authorizer)
     metrics.watch_store(runtime.store)

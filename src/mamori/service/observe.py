@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mamori.errors import StoreError
 from mamori.identity.principal import Principal
+from mamori.identity.subjects import SubjectRules
 from mamori.lifecycle import Action, ArtifactFacts, LifecycleAuthorizer
 from mamori.policy.engine import Decision, PolicyEngine
 from mamori.service.auth import SUBJECT_STATE_KEY
@@ -123,9 +124,11 @@ class StoreCollector(Collector):
 class CountingAuthorizer(LifecycleAuthorizer):
     """The lifecycle authorizer, counting every decision by action and effect."""
 
-    def __init__(self, engine: PolicyEngine, counter: Counter) -> None:
+    def __init__(
+        self, engine: PolicyEngine, counter: Counter, *, subjects: SubjectRules | None = None
+    ) -> None:
         """Decide with ``engine``; count into ``counter`` (labels: action, effect)."""
-        super().__init__(engine)
+        super().__init__(engine, subjects=subjects)
         self._counter = counter
 
     def decide(

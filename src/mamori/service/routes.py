@@ -31,6 +31,7 @@ from mamori.service.auth import (
 from mamori.service.schemas import ArtifactOut, ArtifactPage, DecisionIn, FindingsOut, GateOut
 from mamori.service.upload import receive_blob
 from mamori.store.models import ApprovalDecision, ArtifactState
+from mamori.text import check_name
 
 __all__ = ["admin_router", "router"]
 
@@ -79,6 +80,12 @@ async def upload_artifact(
     """Quarantine the uploaded bytes and queue their scan; returns the artifact (201)."""
     # Decide before reading the body: a caller who may not import never uploads a byte.
     await anyio.to_thread.run_sync(authorize_system, runtime, principal, Action.IMPORT)
+    # The one name rule (mamori.text), checked before a byte is stored.
+    check_name(source, what="source")
+    if name is not None:
+        check_name(name, what="name")
+    if version:
+        check_name(version, what="version")
     is_multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
     if name is None and not is_multipart:
         raise ConfigError("name: required for a raw upload (?name=model.pkl)")

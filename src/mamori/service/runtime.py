@@ -21,11 +21,14 @@ import structlog
 from mamori.config import Settings
 from mamori.errors import ConfigError, IdentityError, MamoriError
 from mamori.identity.apitokens import ApiTokens, is_api_token
+from mamori.identity.claims import ClaimMapping
 from mamori.identity.issuer import DevIssuer
 from mamori.identity.jwt import JwksSource, VerifierConfig, verify_token
 from mamori.identity.network import NetworkPolicy
 from mamori.identity.principal import Principal
+from mamori.identity.subjects import SubjectRules
 from mamori.lifecycle import BlobStore, Lifecycle, LifecycleAuthorizer
+from mamori.lifecycle.authz import LIFECYCLE_ROLES
 from mamori.lifecycle.factory import load_lifecycle_policies, load_scan_policy
 from mamori.policy.engine import PolicyEngine
 from mamori.store import Store
@@ -38,9 +41,11 @@ __all__ = [
     "Runtime",
     "ScanMode",
     "build_runtime",
+    "claim_mapping",
     "dev_issuer",
     "job_queue",
     "jobs_available",
+    "subject_rules",
     "verifier_config",
 ]
 
@@ -82,17 +87,47 @@ def dev_issuer(settings: Settings) -> DevIssuer:
     )
 
 
+def subject_rules(settings: Settings) -> SubjectRules:
+    """How subjects compare for four eyes (``identity.case_sensitive_issuers``)."""
+    return SubjectRules(frozenset(settings.identity.case_sensitive_issuers))
+
+
+def claim_mapping(settings: Settings) -> ClaimMapping:
+    """The configured issuer's claim mapping: ``[identity]``, see ``IdentitySource``."""
+    source = settings.identity
+    try:
+        if source.roles is None:
+            return ClaimMapping(
+                roles={settings.roles_claim: {r: {r} for r in LIFECYCLE_ROLES}},
+                attributes=source.attributes,
+                exclusive=source.exclusive,
+            )
+        return ClaimMapping(source.roles, source.attributes, source.exclusive)
+    except IdentityError as exc:
+        msg = f"invalid [identity] settings: {exc.diagnostics()}"
+        raise ConfigError(msg) from exc
+
+
 def verifier_config(settings: Settings) -> VerifierConfig:
     """How JWTs are verified: the dev issuer's JWKS file, or the configured JWKS URL/file."""
     if settings.dev_issuer:
-        jwks = JwksSource(path=dev_issuer(settings).jwks_path)
+        jwks = JwksSource(
+            path=dev_issuer(settings).jwks_path,
+            ttl_seconds=settings.jwks_ttl_seconds,
+            refresh_interval_seconds=settings.jwks_refresh_seconds,
+        )
         issuer = settings.oidc_issuer or settings.dev_issuer_url
     else:
         if settings.oidc_issuer is None:
             raise ConfigError("oidc_issuer must be set when the development issuer is off")
         if (settings.jwks_url is None) == (settings.jwks_file is None):
             raise ConfigError("set exactly one of jwks_url or jwks_file")
-        jwks = JwksSource(path=settings.jwks_file, url=settings.jwks_url)
+        jwks = JwksSource(
+            path=settings.jwks_file,
+            url=settings.jwks_url,
+            ttl_seconds=settings.jwks_ttl_seconds,
+            refresh_interval_seconds=settings.jwks_refresh_seconds,
+        )
         issuer = settings.oidc_issuer
     try:
         return VerifierConfig(
@@ -101,7 +136,7 @@ def verifier_config(settings: Settings) -> VerifierConfig:
             jwks=jwks,
             algorithms=settings.jwt_algorithms,
             leeway_seconds=settings.jwt_leeway_seconds,
-            roles_claim=settings.roles_claim,
+            claims=claim_mapping(settings),
             mfa_claim=settings.mfa_claim,
             mfa_value=settings.mfa_value,
         )
@@ -139,15 +174,22 @@ def build_runtime(
     settings: Settings,
     *,
     enqueue: Callable[[str], None] | None = None,
-    authorizer: Callable[[PolicyEngine], LifecycleAuthorizer] = LifecycleAuthorizer,
+    authorizer: Callable[[PolicyEngine], LifecycleAuthorizer] | None = None,
 ) -> Runtime:
     """Open and migrate the store and wire the lifecycle; ``enqueue`` receives new digests."""
     store = Store(settings.resolved_database_url)
     store.migrate()
     blobs = BlobStore(settings.blob_dir)
+    # A crashed upload (kill -9, power loss) leaves its .incoming-* file behind; up to the
+    # upload cap each. Files a live writer still holds (another process) are kept.
+    if removed := blobs.remove_orphans():
+        _log.info("orphaned_uploads_removed", count=removed)
     # The same policies, scan policy and staleness as the workers (mamori.lifecycle.factory).
     engine = load_lifecycle_policies(settings)
-    authz = authorizer(engine)
+    if authorizer is None:
+        authz = LifecycleAuthorizer(engine, subjects=subject_rules(settings))
+    else:
+        authz = authorizer(engine)
     lifecycle = Lifecycle(
         store,
         blobs,

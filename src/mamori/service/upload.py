@@ -28,11 +28,11 @@ from starlette.requests import Request
 from mamori.errors import MamoriError, ScanError, StoreError
 from mamori.lifecycle import BlobStore, StoredBlob
 from mamori.service.problems import PayloadTooLargeError
+from mamori.text import check_name
 
 __all__ = ["UploadedBlob", "receive_blob"]
 
 _CHANNEL_CHUNKS: Final = 8
-_MAX_NAME: Final = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +96,7 @@ class _Multipart:
     _headers: dict[str, bytes] = field(default_factory=dict)
     _in_file: bool = False
     _files: int = 0
+    _ended: bool = False
     _out: list[bytes] = field(default_factory=list)
 
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
@@ -119,7 +120,7 @@ class _Multipart:
                 raise ScanError("multipart upload holds more than one 'file' part")
             raw = options.get(b"filename")
             if raw:
-                self.filename = _clean_name(raw.decode("utf-8", "replace"))
+                self.filename = _file_name(raw.decode("utf-8", "replace"))
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self._in_file:
@@ -127,6 +128,9 @@ class _Multipart:
 
     def _on_part_end(self) -> None:
         self._in_file = False
+
+    def _on_end(self) -> None:
+        self._ended = True
 
     async def chunks(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """Yield the file part's bytes as the body streams in."""
@@ -139,6 +143,7 @@ class _Multipart:
                 "on_headers_finished": self._on_headers_finished,
                 "on_part_data": self._on_part_data,
                 "on_part_end": self._on_part_end,
+                "on_end": self._on_end,
             },
         )
         try:
@@ -150,15 +155,19 @@ class _Multipart:
             parser.finalize()
         except FormParserError as exc:
             raise ScanError("malformed multipart body") from exc
+        if not self._ended:
+            # python-multipart's finalize() does not check this (its own TODO); a body cut
+            # short would otherwise store its partial file part as a complete upload.
+            raise ScanError("multipart body ended before its closing boundary")
         if self._files == 0:
             raise ScanError("multipart upload has no 'file' part")
 
 
-def _clean_name(raw: str) -> str:
+def _file_name(raw: str) -> str:
     # Browsers send a bare file name, other clients a path; keep the last component only.
+    # Then the one name rule of mamori.text: refused (422), never silently cleaned.
     base = raw.replace("\\", "/").rsplit("/", 1)[-1]
-    text = "".join(c for c in base if c.isprintable())[:_MAX_NAME]
-    return text or "upload"
+    return check_name(base, what="multipart file name")
 
 
 async def _capped(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
@@ -196,7 +205,8 @@ async def receive_blob(request: Request, blobs: BlobStore, *, max_bytes: int) ->
 
     Raises:
         PayloadTooLargeError: declared or actual size over ``max_bytes``.
-        ScanError: a malformed multipart body, or one without a ``file`` part.
+        ScanError: a malformed or truncated multipart body, or one without a ``file`` part.
+        InvalidNameError: a multipart file name that breaks :func:`mamori.text.check_name`.
     """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:

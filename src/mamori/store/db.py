@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mamori.audit.chain import GENESIS_HASH, AuditRecord, record_hash
 from mamori.errors import StoreError
 from mamori.store.models import AuditRow
+from mamori.text import printable
 
 __all__ = ["Store", "audit_append", "audit_count", "audit_records"]
 
@@ -116,7 +117,9 @@ def audit_append(
     """Append one audit record inside the caller's write transaction.
 
     The record is linked to the newest stored one, so it commits (or rolls back) together
-    with the state change it describes.
+    with the state change it describes. Its text fields are stored escaped
+    (:func:`mamori.text.printable`): a zero-width, bidi or control character in a subject, a
+    name or a reason reads as its escape in every viewer, never as nothing.
     """
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
@@ -127,12 +130,12 @@ def audit_append(
     record = AuditRecord(
         seq=seq,
         timestamp=time.time(),
-        principal=principal,
-        action=action,
-        resource=resource,
-        decision=decision,
-        policy_ids=tuple(policy_ids),
-        reason=reason,
+        principal=printable(principal),
+        action=printable(action),
+        resource=printable(resource),
+        decision=printable(decision),
+        policy_ids=tuple(printable(p) for p in policy_ids),
+        reason=printable(reason),
         prev_hash=prev,
     )
     session.add(

@@ -105,6 +105,8 @@ class ArtifactRow(Base):
     state: Mapped[ArtifactState] = mapped_column(_enum(ArtifactState))
     state_reason: Mapped[str] = mapped_column(Text, default="")
     imported_by: Mapped[str] = mapped_column(String(255))
+    """The importer's subject; with :attr:`imported_by_issuer`, the importing principal."""
+    imported_by_issuer: Mapped[str] = mapped_column(String(255), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     stored_path: Mapped[str | None] = mapped_column(Text, default=None)
