@@ -43,7 +43,7 @@ from mamori.genai import (
     prefix_fields,
     to_qdrant,
 )
-from mamori.genai.hospital import HOSPITAL_DOMAIN
+from mamori.genai.hospital import HOSPITAL_CLAIMS, HOSPITAL_DOMAIN
 from mamori.identity import DevIssuer, JwksSource, VerifierConfig
 from mamori.policy import Entity, EntityUid, PolicyEngine, simplify
 
@@ -66,7 +66,10 @@ BEFORE_ISSUE_14_INSTRUCTIONS = 3_798_603
 def _issuer(keydir: Path, algorithm: str = "ES256") -> tuple[DevIssuer, VerifierConfig]:
     issuer = DevIssuer(keydir, issuer="https://idp", audience="app", algorithm=algorithm)
     config = VerifierConfig(
-        issuer="https://idp", audience="app", jwks=JwksSource(path=issuer.jwks_path)
+        issuer="https://idp",
+        audience="app",
+        jwks=JwksSource(path=issuer.jwks_path),
+        claims=HOSPITAL_CLAIMS,
     )
     return issuer, config
 

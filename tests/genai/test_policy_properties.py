@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from qdrant_client import QdrantClient
@@ -27,6 +28,7 @@ from mamori.genai import (
     project,
 )
 from mamori.genai.hospital import DOCUMENT_ACL, HOSPITAL_DOMAIN, PATIENT_SCHEMA, synthetic_data
+from mamori.identity import ClaimMapping, JwksSource, VerifierConfig
 from mamori.policy import Const, Entity, EntityUid, PolicyEngine, Request, simplify
 
 from .conftest import DIM, bag_of_words
@@ -153,6 +155,20 @@ _SCHEMA_TEXT = files("mamori.policy").joinpath("data/hospital.cedarschema").read
 
 
 # --- helpers ----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def verifier(issuer) -> VerifierConfig:
+    """Every drawn role maps to itself, and any two may be held together: the policy grammar,
+    not the hospital's separation of duties, is under test here."""
+    return VerifierConfig(
+        issuer="https://idp.test",
+        audience="mamori",
+        jwks=JwksSource(path=issuer.jwks_path),
+        claims=ClaimMapping(
+            roles={"roles": {r: {r} for r in ROLES}}, attributes={"patient_id": "patient_id"}
+        ),
+    )
+
+
 class _SpyClient:
     """Counts queries so a test can prove that a refused filter sent none."""
 

@@ -20,7 +20,7 @@ from mamori.genai import (
     ConversationStore,
     Session,
 )
-from mamori.genai.hospital import HOSPITAL_DOMAIN, build_hospital, synthetic_data
+from mamori.genai.hospital import HOSPITAL_CLAIMS, HOSPITAL_DOMAIN, build_hospital, synthetic_data
 from mamori.identity import JwksSource, VerifierConfig
 from mamori.store import Store
 from mamori.store.auditlog import iter_audit
@@ -56,7 +56,7 @@ def strict(issuer) -> VerifierConfig:
         audience="mamori",
         jwks=JwksSource(path=issuer.jwks_path),
         leeway_seconds=0,
-        attribute_claims=frozenset({"patient_id"}),
+        claims=HOSPITAL_CLAIMS,
     )
 
 

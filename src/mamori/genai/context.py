@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from mamori.errors import IdentityError
+from mamori.errors import ConfigError, IdentityError
 from mamori.identity import Principal, VerifierConfig, verify_token
 from mamori.policy import Entity, EntityUid
 
@@ -117,7 +117,18 @@ class ContextFactory:
     """Verifies tokens and builds :class:`TrustedContext` objects."""
 
     def __init__(self, config: VerifierConfig, domain: Domain, state: ConversationStore) -> None:
-        """Bind the verifier configuration, the Cedar domain and the store-backed state."""
+        """Bind the verifier configuration, the Cedar domain and the store-backed state.
+
+        ``config`` must carry the identity source's claim mapping (``VerifierConfig.claims``):
+        roles come only through it, the same mapping the service uses, never as the token
+        names them.
+        """
+        if config.claims is None:
+            msg = (
+                "a GenAI context takes roles only through a claim mapping; "
+                "set VerifierConfig.claims (mamori.identity.ClaimMapping)"
+            )
+            raise ConfigError(msg)
         self._config = config
         self._domain = domain
         self.state = state

@@ -27,6 +27,7 @@ from mamori.genai.context import ContextFactory
 from mamori.genai.gateway import Session, ToolResult
 from mamori.genai.hospital import (
     DOCUMENT_ACL,
+    HOSPITAL_CLAIMS,
     HOSPITAL_DOMAIN,
     Hospital,
     build_hospital,
@@ -176,7 +177,7 @@ def _conversations(
         issuer=issuer.issuer,
         audience=issuer.audience,
         jwks=JwksSource(path=issuer.jwks_path),
-        attribute_claims=frozenset({"patient_id"}),
+        claims=HOSPITAL_CLAIMS,
     )
     factory = ContextFactory(config, HOSPITAL_DOMAIN, hospital.state)
     users: tuple[tuple[str, str, dict[str, str]], ...] = (

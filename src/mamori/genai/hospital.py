@@ -22,6 +22,7 @@ from mamori.genai.ingestion import AclSchema, SourceDocument, TrustedIngestor
 from mamori.genai.projection import ClassificationSchema, TextNet
 from mamori.genai.retrieval import AuthorizedRetriever
 from mamori.genai.state import ConversationStore
+from mamori.identity import ClaimMapping
 from mamori.policy import Entity, EntityUid, PolicyEngine
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DOCUMENT_ACL",
+    "HOSPITAL_CLAIMS",
     "HOSPITAL_DOMAIN",
     "HOSPITAL_ENTITY_LABELS",
     "PATIENT_SCHEMA",
@@ -40,6 +42,17 @@ __all__ = [
 ]
 
 HOSPITAL_DOMAIN = Domain(namespace="Hospital", attribute_map={"patient_id": "patient_id"})
+#: The hospital IdP's identity source: which mamori roles its ``roles`` and ``groups`` claims
+#: grant. Anything else the token lists grants nothing, and one person is never two of
+#: receptionist, doctor and patient at once (their union reads every patient's PHI).
+HOSPITAL_CLAIMS = ClaimMapping(
+    roles={
+        "roles": {"receptionist": {"receptionist"}, "doctor": {"doctor"}, "patient": {"patient"}},
+        "groups": {"st-mary-front-desk": {"receptionist"}, "st-mary-physicians": {"doctor"}},
+    },
+    attributes={"patient_id": "patient_id"},
+    exclusive=[{"receptionist", "doctor"}, {"receptionist", "patient"}, {"doctor", "patient"}],
+)
 DOCUMENT_ACL = AclSchema(
     {"tenant": str, "patient_id": str, "classification": str, "care_team": list}
 )

@@ -1,7 +1,7 @@
 """genai: store-backed revocations and conversation state (taint) keyed by principal
 
 Revision ID: 0004_genai_state
-Revises: 0003
+Revises: 0004_principal_issuer
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_genai_state"
-down_revision = "0003"
+down_revision = "0004_principal_issuer"
 branch_labels = None
 depends_on = None
 
