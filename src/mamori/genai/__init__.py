@@ -37,6 +37,7 @@ from mamori.genai.lineage import ModelCard, authorize_model
 from mamori.genai.projection import ClassificationSchema, Projection, project
 from mamori.genai.retrieval import AuthorizedRetriever, Hit, prefix_fields
 from mamori.genai.state import ConversationStore, Liveness
+from mamori.genai.statuslist import StatusListSource, StatusReference
 
 __all__ = [
     "DENIED_MESSAGE",
@@ -61,6 +62,8 @@ __all__ = [
     "SetColumn",
     "SinkSpec",
     "SourceDocument",
+    "StatusListSource",
+    "StatusReference",
     "ToolGateway",
     "ToolResult",
     "TrustedContext",

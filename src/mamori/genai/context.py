@@ -15,16 +15,16 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mamori.errors import ConfigError, IdentityError
+from mamori.genai.statuslist import StatusReference, status_reference
 from mamori.identity import Principal, VerifierConfig, verify_token
 from mamori.policy import Entity, EntityUid
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from mamori.genai.state import ConversationStore
 
 __all__ = ["ContextFactory", "Domain", "TrustedContext"]
@@ -67,6 +67,8 @@ class TrustedContext:
     not_before: int = 0
     #: The verifier's clock-skew leeway, applied again on every use.
     leeway_seconds: int = 0
+    #: The token's entry in its issuer's Token Status List, if it has one.
+    status: StatusReference | None = None
     #: The principal's Cedar entity reference.
     uid: EntityUid = field(init=False, repr=False, compare=False)
     #: ``uid`` in Cedar syntax, as audit records name the principal.
@@ -136,12 +138,14 @@ class ContextFactory:
     def from_token(self, token: str) -> TrustedContext:
         """Verify ``token`` and return its context. Raises :class:`IdentityError`."""
         principal = verify_token(token, self._config)
+        claims = _verified_claims(token)
         ctx = TrustedContext(
             principal,
             self._domain,
             _CAPABILITY,
-            not_before=_verified_nbf(token),
+            not_before=_nbf(claims),
             leeway_seconds=self._config.leeway_seconds,
+            status=status_reference(claims),
         )
         # The same check every later use makes: expiry, not-before and the store's revocations.
         liveness = self.state.liveness(ctx)
@@ -151,18 +155,25 @@ class ContextFactory:
         return ctx
 
 
-def _verified_nbf(token: str) -> int:
-    """The ``nbf`` claim of a token that :func:`verify_token` has just accepted.
+def _verified_claims(token: str) -> dict[str, Any]:
+    """The claims of a token that :func:`verify_token` has just accepted.
 
-    The signature covers these bytes, so the payload is the issuer's; PyJWT has already
-    checked ``nbf`` against the clock once, and this keeps it for the checks on later uses.
+    The signature covers these bytes, so the payload is the issuer's. PyJWT has already
+    checked ``nbf`` against the clock once; the context keeps it (and the token's status list
+    entry) for the checks on every later use.
     """
     payload = token.split(".")[1]
     try:
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except ValueError as exc:  # binascii.Error and JSONDecodeError included
         raise IdentityError("malformed token") from exc
-    nbf = claims.get("nbf", 0) if isinstance(claims, dict) else 0
+    if not isinstance(claims, dict):
+        raise IdentityError("malformed token")
+    return claims
+
+
+def _nbf(claims: Mapping[str, Any]) -> int:
+    nbf = claims.get("nbf", 0)
     if isinstance(nbf, bool) or not isinstance(nbf, int | float):
         raise IdentityError("nbf must be a number")
     return math.ceil(nbf)

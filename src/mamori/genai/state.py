@@ -9,7 +9,8 @@ them. Here both are rows of the store (SQLite or PostgreSQL), keyed by the princ
 1. *Revocation* rows are only ever added; ``max(id)`` is the revocation epoch that decision
    caches key on. :meth:`ConversationStore.liveness` answers "may this context be used now?"
    in one indexed query: the one check that the context factory, the authorizer and the
-   gateway all call, on every use, together with ``exp``/``nbf``.
+   gateway all call, on every use, together with ``exp``/``nbf`` and, when configured, the
+   issuer's OAuth Token Status List (:mod:`mamori.genai.statuslist`).
 2. *Conversation labels* (the classifications released into a conversation) are one row per
    label; adding is an insert that ignores a label already there, so concurrent turns in
    different processes never lose one.
@@ -32,7 +33,7 @@ from sqlalchemy import bindparam, exists, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
-from mamori.errors import ConfigError, StoreError
+from mamori.errors import ConfigError, IdentityError, StoreError
 from mamori.store.db import Store, audit_append
 from mamori.store.models import Base
 from mamori.store.models_genai import ConversationLabelRow, RevocationRow
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine, Select
 
     from mamori.genai.context import TrustedContext
+    from mamori.genai.statuslist import StatusListSource
     from mamori.identity import Principal
 
 __all__ = ["ConversationStore", "Liveness"]
@@ -117,15 +119,31 @@ class _Compiled:
 class ConversationStore:
     """Store-backed revocations and per-conversation taint for :mod:`mamori.genai`."""
 
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
-        """Use ``store`` (already migrated); ``exp`` and ``nbf`` are checked against ``clock``."""
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        status_lists: StatusListSource | None = None,
+    ) -> None:
+        """Use ``store`` (already migrated); ``exp`` and ``nbf`` are checked against ``clock``.
+
+        ``status_lists``, when given, is a second revocation source: the IdP's OAuth Token
+        Status List, read for every token that names an entry in one.
+        """
         self._store = store
         self.clock = clock
+        self._status_lists = status_lists
         self._status_query = _Compiled(_STATUS, store.engine)
         self._labels_query = _Compiled(_LABELS_OF, store.engine)
 
     @classmethod
-    def ephemeral(cls, *, clock: Callable[[], float] = time.time) -> ConversationStore:
+    def ephemeral(
+        cls,
+        *,
+        clock: Callable[[], float] = time.time,
+        status_lists: StatusListSource | None = None,
+    ) -> ConversationStore:
         """A private SQLite store in a temporary directory, removed with the object.
 
         For tests, demos and single-process tools. Anything that runs in more than one process,
@@ -137,7 +155,7 @@ class ConversationStore:
             Base.metadata.create_all(store.engine)
         except SQLAlchemyError as exc:
             raise StoreError("cannot create the temporary GenAI state store") from exc
-        state = cls(store, clock=clock)
+        state = cls(store, clock=clock, status_lists=status_lists)
         weakref.finalize(state, _close, store, folder)
         return state
 
@@ -193,7 +211,20 @@ class ConversationStore:
             epoch, revoked = self._status(ctx.principal)
         except StoreError:
             return Liveness("revocation state unavailable", -1)
-        return Liveness("principal revoked" if revoked else "", epoch)
+        if revoked:
+            return Liveness("principal revoked", epoch)
+        return Liveness(self._status_list_refusal(ctx), epoch)
+
+    def _status_list_refusal(self, ctx: TrustedContext) -> str:
+        """Why the issuer's Token Status List refuses ``ctx`` (``""`` if it does not)."""
+        if ctx.status is None or self._status_lists is None:
+            return ""
+        try:
+            value = self._status_lists.status(ctx.status)
+        except IdentityError:
+            return "token status list unavailable"
+        # 0x00 VALID; 0x01 INVALID, 0x02 SUSPENDED and application values all refuse.
+        return "" if value == 0 else f"token status at the issuer is {value:#04x}"
 
     def _status(self, principal: Principal) -> tuple[int, bool]:
         (row,) = self._status_query.rows(
