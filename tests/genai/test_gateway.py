@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Literal
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mamori.errors import ConfigError
 from mamori.genai import DENIED_MESSAGE, SinkSpec, ToolGateway
@@ -255,3 +257,40 @@ def test_11_a_failing_body_labeler_is_a_deny_on_the_record(hospital, doctor):
     assert [r[2:] for r in _new_records(hospital, before)] == [
         ("deny", "body labelling failed: RuntimeError")
     ]
+
+
+JSONISH = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8)),
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=3), st.dictionaries(st.text(max_size=4), kids, max_size=3)
+    ),
+    max_leaves=6,
+)
+TOOLS = st.one_of(
+    st.sampled_from(
+        ["get_patient", "get_patients", "search_notes", "count_patients", "send_email", "post_ehr"]
+    ),
+    st.text(max_size=12),
+)
+ARG_NAMES = st.one_of(
+    st.sampled_from(
+        ["patient_id", "patient_ids", "query", "diagnosis", "to", "body", "url", "role"]
+    ),
+    st.text(max_size=6),
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(tool=TOOLS, arguments=st.dictionaries(ARG_NAMES, JSONISH, max_size=3))
+def test_11_any_model_call_returns_a_result_and_every_refusal_is_on_the_record(
+    hospital, patient, tool, arguments
+):
+    before = len(_records(hospital))
+    result = hospital.gateway.call(patient, tool, arguments)  # never raises
+    new = _records(hospital)[before:]
+    if not result.ok:
+        assert new, "a refusal left no audit record"
+        assert new[-1].decision == "deny"
+    assert "asthma" not in str(result.data)  # p2's diagnosis never reaches patient p1

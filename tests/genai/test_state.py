@@ -284,3 +284,12 @@ def test_13_revocations_are_per_issuer(store, issuer, verifier):
     assert hospital.gateway.call(session, "get_patient", {"patient_id": "p1"}).error == (
         EXPIRED_MESSAGE
     )
+
+
+def test_09_an_oversized_conversation_id_releases_nothing_and_is_audited(store, issuer, verifier):
+    hospital, factory = _world(store, verifier)
+    ctx = factory.from_token(issuer.mint("dr-house", roles=["doctor"], tenant="st-mary"))
+    result = hospital.gateway.call(Session(ctx, "c" * 300), "get_patient", {"patient_id": "p1"})
+    assert not result.ok
+    assert result.data is None
+    assert _records(hospital)[-1].reason.startswith("conversation state not recorded")

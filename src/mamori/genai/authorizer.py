@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from mamori.audit import AuditLog
     from mamori.genai.context import TrustedContext
-    from mamori.genai.state import ConversationStore, Liveness
+    from mamori.genai.state import ConversationStore
 
 __all__ = ["Authorizer", "LruCache"]
 
@@ -96,10 +96,6 @@ class Authorizer:
         with contextlib.suppress(StoreError):
             self._audit(ctx, action, resource, decision)
         return decision
-
-    def liveness(self, ctx: TrustedContext) -> Liveness:
-        """May ``ctx`` be used now (``exp``, ``nbf``, revocation)? Nothing is audited here."""
-        return self.state.liveness(ctx)
 
     def refuse_unless_live(
         self, ctx: TrustedContext, action: str, resource: str
