@@ -254,7 +254,13 @@ class ToolGateway:
             raise _Refusal(EXPIRED_MESSAGE)
         if tool is None:
             self._refuse(ctx, action, target, "unknown tool", f"unknown tool {name[:64]!r}")
-        problem = validate(tool.params, arguments)
+        # Typed as a mapping, but it is whatever the model's JSON decoded to.
+        raw: object = arguments
+        problem = (
+            validate(tool.params, raw)
+            if isinstance(raw, Mapping)
+            else "arguments must be a JSON object"
+        )
         if problem:
             self._refuse(ctx, action, target, f"invalid arguments: {problem}", problem)
         args, withheld = self._authorize_resources(ctx, tool, arguments)
