@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mamori.genai import ContextFactory, Session
-from mamori.genai.hospital import HOSPITAL_DOMAIN, build_hospital, synthetic_data
+from mamori.genai.hospital import HOSPITAL_CLAIMS, HOSPITAL_DOMAIN, build_hospital, synthetic_data
 from mamori.identity import DevIssuer, JwksSource, VerifierConfig
 
 DIM = 64
@@ -38,7 +38,7 @@ def verifier(issuer) -> VerifierConfig:
         issuer="https://idp.test",
         audience="mamori",
         jwks=JwksSource(path=issuer.jwks_path),
-        attribute_claims=frozenset({"patient_id"}),
+        claims=HOSPITAL_CLAIMS,
     )
 
 
@@ -49,7 +49,7 @@ def hospital():
 
 @pytest.fixture
 def factory(verifier, hospital) -> ContextFactory:
-    return ContextFactory(verifier, HOSPITAL_DOMAIN, hospital.revocations)
+    return ContextFactory(verifier, HOSPITAL_DOMAIN, hospital.state)
 
 
 @pytest.fixture

@@ -220,7 +220,7 @@ def test_06_unknown_fields_in_the_filter_are_refused_by_the_sql_compiler():
 # 8. Stale permissions after revocation -----------------------------------------------
 def test_08_revoking_a_subject_denies_the_next_request(hospital, doctor):
     assert hospital.gateway.call(doctor, "get_patient", {"patient_id": "p1"}).ok
-    hospital.revocations.revoke_subject(doctor.ctx.principal.issuer, "dr-house")
+    hospital.state.revoke_subject(doctor.ctx.principal.issuer, "dr-house")
     assert not hospital.gateway.call(doctor, "get_patient", {"patient_id": "p1"}).ok
     assert hospital.retriever.search(doctor.ctx, [0.1] * DIM) == []
 
@@ -233,7 +233,8 @@ def test_08_care_team_removal_is_seen_on_the_next_request(hospital, doctor):
 
 def test_08_a_revoked_token_cannot_start_a_new_session(factory, issuer):
     token = issuer.mint("dr-house", roles=["doctor"], tenant="st-mary")
-    factory.revocations.revoke_token(factory.from_token(token).principal.token_id)
+    principal = factory.from_token(token).principal
+    factory.state.revoke_token(principal.issuer, principal.token_id)
     with pytest.raises(IdentityError):
         factory.from_token(token)
 
@@ -406,7 +407,7 @@ def test_gateway_requires_an_output_schema_for_data_tools(hospital):
     gw = ToolGateway(hospital.authorizer, hospital.resolve)
     with pytest.raises(Exception, match="classification"):
 
-        @gw.tool(description="x")
+        @gw.tool(description="x", free_text={"q"})
         def leak(ctx, *, q: str) -> str:
             return q
 

@@ -105,9 +105,37 @@ def test_demo_fast_run_gives_the_same_verdicts_without_the_real_model(fast_run):
         True,  # the list is reduced to p1
         False,  # "*"
         True,  # search: own documents only
+        True,  # count: over their own record only
         False,  # exfiltration
         False,  # patients may use no sink
+        False,  # revoked by an administrator
     ]
+
+
+def test_demo_steps_carry_their_audit_records_and_the_revocation_refuses(fast_run):
+    for steps in fast_run.values():
+        assert all(step.audit for step in steps)
+        last = steps[-1]
+        assert [r.action for r in last.audit] == ["genai.revoke", "read_patient"]
+        assert last.audit[-1].reason == "principal revoked"
+    counts = {
+        u: next(s for s in steps if s.tool == "count_patients") for u, steps in fast_run.items()
+    }
+    assert counts["receptionist"].result.redacted == ("patients",)
+    assert counts["doctor"].result.data == {"patients": 2}  # p1 and p5; p3 has back pain
+
+
+def test_cli_demo_prints_withheld_policies_projected_fields_and_whole_audit_records(monkeypatch):
+    monkeypatch.setattr(demo, "load_embedder", lambda: (bag_of_words, DIM))
+    output = CliRunner().invoke(app, ["demo", "hospital"]).output
+    assert 'withheld Hospital::Patient::"p2" (read_patient) by default deny' in output
+    assert "before any policy: invalid arguments: unexpected arguments: ['role']" in output
+    assert "projected away: insurance.diagnosis_codes, visits[].diagnosis" in output
+    assert "before any policy: principal revoked" in output
+    records = [json.loads(line) for line in output.splitlines() if line.startswith("    {")]
+    assert len(records) > 50
+    # Every record printed whole, in chain order, on one line each.
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
 
 
 def test_cli_demo_hospital_prints_each_role(monkeypatch):
@@ -117,4 +145,8 @@ def test_cli_demo_hospital_prints_each_role(monkeypatch):
     for role in ("receptionist (rita)", "doctor (dr-house)", "patient (pat-1)"):
         assert role in result.output
     assert "denied: not found or not permitted" in result.output
-    assert "hypertension" not in result.output.split("doctor (dr-house)")[0]
+    released = [
+        line for line in result.output.split("doctor (dr-house)")[0].splitlines() if "ok:" in line
+    ]
+    assert released
+    assert "hypertension" not in "\n".join(released)

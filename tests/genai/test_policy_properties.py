@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from qdrant_client import QdrantClient
@@ -21,12 +22,13 @@ from mamori.genai import (
     AuthorizedRetriever,
     Authorizer,
     ContextFactory,
-    Revocations,
+    ConversationStore,
     SourceDocument,
     TrustedIngestor,
     project,
 )
 from mamori.genai.hospital import DOCUMENT_ACL, HOSPITAL_DOMAIN, PATIENT_SCHEMA, synthetic_data
+from mamori.identity import ClaimMapping, JwksSource, VerifierConfig
 from mamori.policy import Const, Entity, EntityUid, PolicyEngine, Request, simplify
 
 from .conftest import DIM, bag_of_words
@@ -153,6 +155,20 @@ _SCHEMA_TEXT = files("mamori.policy").joinpath("data/hospital.cedarschema").read
 
 
 # --- helpers ----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def verifier(issuer) -> VerifierConfig:
+    """Every drawn role maps to itself, and any two may be held together: the policy grammar,
+    not the hospital's separation of duties, is under test here."""
+    return VerifierConfig(
+        issuer="https://idp.test",
+        audience="mamori",
+        jwks=JwksSource(path=issuer.jwks_path),
+        claims=ClaimMapping(
+            roles={"roles": {r: {r} for r in ROLES}}, attributes={"patient_id": "patient_id"}
+        ),
+    )
+
+
 class _SpyClient:
     """Counts queries so a test can prove that a refused filter sent none."""
 
@@ -167,7 +183,7 @@ class _SpyClient:
 
 def _world(issuer, verifier, policies, acls, user):
     engine = PolicyEngine(policies=policies, schema=_SCHEMA_TEXT)
-    authorizer = Authorizer(engine, Revocations(), AuditChain(MemorySink()))
+    authorizer = Authorizer(engine, ConversationStore.ephemeral(), AuditChain(MemorySink()))
     client = QdrantClient(":memory:")
     ingestor = TrustedIngestor(client, "docs", bag_of_words, DOCUMENT_ACL)
     ingestor.ensure_collection(DIM)
@@ -175,7 +191,7 @@ def _world(issuer, verifier, policies, acls, user):
     ingestor.ingest(docs)
     subject, roles, tenant, pid = user
     claims = {"patient_id": pid} if pid else {}
-    ctx = ContextFactory(verifier, HOSPITAL_DOMAIN, authorizer.revocations).from_token(
+    ctx = ContextFactory(verifier, HOSPITAL_DOMAIN, authorizer.state).from_token(
         issuer.mint(subject, roles=roles, tenant=tenant, claims=claims)
     )
     return engine, authorizer, client, docs, ctx

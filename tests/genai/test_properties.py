@@ -31,7 +31,7 @@ def test_retrieved_is_a_subset_of_authorized(  # noqa: PLR0917 -- hypothesis dra
     from mamori.genai.hospital import HOSPITAL_DOMAIN
 
     hospital = build_hospital(bag_of_words, DIM, data=synthetic_data(seed=seed, patients=n))
-    ctx = ContextFactory(verifier, HOSPITAL_DOMAIN, hospital.revocations).from_token(
+    ctx = ContextFactory(verifier, HOSPITAL_DOMAIN, hospital.state).from_token(
         issuer.mint(subject, roles=[role], tenant=tenant, claims={"patient_id": pid})
     )
     hits = hospital.retriever.search(ctx, bag_of_words([query])[0], limit=50)

@@ -45,7 +45,7 @@ def netted(net):
 
 @pytest.fixture
 def as_user(netted, issuer, verifier):
-    factory = ContextFactory(verifier, HOSPITAL_DOMAIN, netted.revocations)
+    factory = ContextFactory(verifier, HOSPITAL_DOMAIN, netted.state)
 
     def make(subject, role, **claims):
         token = issuer.mint(subject, roles=[role], tenant="st-mary", claims=claims)
@@ -104,7 +104,7 @@ def test_12_a_doctor_on_the_care_team_sees_the_ssn_and_the_session_is_tainted_ph
     session = as_user("dr-house", "doctor")
     result = netted.gateway.call(session, "search_notes", {"query": "SSN billing"})
     assert SSN in _texts(result)
-    assert "PHI" in session.labels
+    assert "PHI" in netted.gateway.labels(session)
 
 
 def test_12_a_model_typed_ssn_cannot_leave_through_a_public_sink(netted, as_user):

@@ -8,7 +8,7 @@ from sqlalchemy import text
 from mamori.audit import verify_chain
 from mamori.errors import StoreError
 from mamori.genai import ContextFactory, Session
-from mamori.genai.hospital import HOSPITAL_DOMAIN, build_hospital, synthetic_data
+from mamori.genai.hospital import HOSPITAL_CLAIMS, HOSPITAL_DOMAIN, build_hospital, synthetic_data
 from mamori.identity import DevIssuer, JwksSource, VerifierConfig
 from mamori.store.auditlog import SqlAuditLog
 from mamori.store.db import Store, audit_append, audit_records
@@ -33,11 +33,14 @@ def store(tmp_path):
 def doctor_on(tmp_path):
     issuer = DevIssuer(tmp_path / "keys", issuer="https://idp.test", audience="mamori")
     config = VerifierConfig(
-        issuer="https://idp.test", audience="mamori", jwks=JwksSource(path=issuer.jwks_path)
+        issuer="https://idp.test",
+        audience="mamori",
+        jwks=JwksSource(path=issuer.jwks_path),
+        claims=HOSPITAL_CLAIMS,
     )
 
     def make(hospital) -> Session:
-        factory = ContextFactory(config, HOSPITAL_DOMAIN, hospital.revocations)
+        factory = ContextFactory(config, HOSPITAL_DOMAIN, hospital.state)
         return Session(
             factory.from_token(issuer.mint("dr-house", roles=["doctor"], tenant="st-mary"))
         )

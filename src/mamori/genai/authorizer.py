@@ -2,11 +2,14 @@
 
 The caches are keyed by the principal's full verified identity, the policy set version, the
 revocation epoch and the exact resource entity, so a policy change, a revocation or an ACL change
-in the source system can never be answered from a stale entry.
+in the source system can never be answered from a stale entry. Before any cache is read, every
+use re-checks the context's ``exp``/``nbf`` and the store's revocations
+(:meth:`ConversationStore.liveness`); a refusal is a deny with its own audit record.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -29,7 +32,8 @@ if TYPE_CHECKING:
     from collections.abc import Hashable, Mapping
 
     from mamori.audit import AuditLog
-    from mamori.genai.context import Revocations, TrustedContext
+    from mamori.genai.context import TrustedContext
+    from mamori.genai.state import ConversationStore
 
 __all__ = ["Authorizer", "LruCache"]
 
@@ -73,14 +77,14 @@ class Authorizer:
     def __init__(
         self,
         engine: PolicyEngine,
-        revocations: Revocations,
+        state: ConversationStore,
         audit: AuditLog,
         *,
         cache_size: int = 4096,
     ) -> None:
-        """Bind the engine, the revocation list and the audit log (in memory, file or SQL)."""
+        """Bind the engine, the store-backed revocations and the audit log (memory, file, SQL)."""
         self.engine = engine
-        self.revocations = revocations
+        self.state = state
         self.audit = audit
         self.decisions = LruCache(cache_size)
         self.filters = LruCache(cache_size)
@@ -88,8 +92,19 @@ class Authorizer:
 
     def _deny(self, ctx: TrustedContext, action: str, resource: str, reason: str) -> Decision:
         decision = Decision(Effect.DENY, (), reason)
-        self._audit(ctx, action, resource, decision)
+        # A refusal that cannot be audited is still a refusal.
+        with contextlib.suppress(StoreError):
+            self._audit(ctx, action, resource, decision)
         return decision
+
+    def refuse_unless_live(
+        self, ctx: TrustedContext, action: str, resource: str
+    ) -> Decision | None:
+        """Return an audited deny if ``ctx`` may not be used now, else ``None``."""
+        liveness = self.state.liveness(ctx)
+        if liveness.live:
+            return None
+        return self._deny(ctx, action, resource, liveness.refusal)
 
     def _audit(self, ctx: TrustedContext, action: str, resource: str, decision: Decision) -> None:
         self.audit.record(
@@ -122,13 +137,25 @@ class Authorizer:
         extra_entities: tuple[Entity, ...] = (),
     ) -> Decision:
         """Authorize ``action`` on ``resource`` (a trusted entity) and audit the decision."""
-        if self.revocations.is_revoked(ctx.principal):
-            return self._deny(ctx, action, str(resource.uid), "principal revoked")
+        liveness = self.state.liveness(ctx)
+        if not liveness.live:
+            return self._deny(ctx, action, str(resource.uid), liveness.refusal)
+        return self._check_live(ctx, action, resource, liveness.epoch, context, extra_entities)
+
+    def _check_live(  # noqa: PLR0917 -- the public check()'s arguments plus the epoch
+        self,
+        ctx: TrustedContext,
+        action: str,
+        resource: Entity,
+        epoch: int,
+        context: Mapping[str, Any] | None,
+        extra_entities: tuple[Entity, ...],
+    ) -> Decision:
         ctx_items = context or {}
         key = (
             ctx.cache_key,
             self.engine.version,
-            self.revocations.epoch,
+            epoch,
             action,
             # JSON, not a tuple of values: Cedar's 1 and true differ, Python's do not.
             resource.json_text(),
@@ -160,10 +187,11 @@ class Authorizer:
         ``Const(False)``: the caller then returns an empty result, never an unfiltered one.
         """
         qualified = ctx.domain.entity_type(resource_type)
-        if self.revocations.is_revoked(ctx.principal):
-            self._deny(ctx, action, f"{qualified}::*", "principal revoked")
+        liveness = self.state.liveness(ctx)
+        if not liveness.live:
+            self._deny(ctx, action, f"{qualified}::*", liveness.refusal)
             return Const(value=False)
-        key = (ctx.cache_key, self.engine.version, self.revocations.epoch, action, qualified)
+        key = (ctx.cache_key, self.engine.version, liveness.epoch, action, qualified)
         cached = self.filters.get(key)
         if cached is not None:
             node: FilterNode = cached
@@ -187,10 +215,16 @@ class Authorizer:
     def readable_labels(self, ctx: TrustedContext, labels: frozenset[str]) -> frozenset[str]:
         """The subset of data classification ``labels`` this context may read."""
         label_type = ctx.domain.entity_type("Classification")
+        liveness = self.state.liveness(ctx)  # once for the whole set: one use of the context
+        if not liveness.live:
+            self._deny(ctx, "read_field", f"{label_type}::*", liveness.refusal)
+            return frozenset()
         return frozenset(
             label
-            for label in labels
-            if self.check(ctx, "read_field", Entity(EntityUid(label_type, label))).allowed
+            for label in sorted(labels)
+            if self._check_live(
+                ctx, "read_field", Entity(EntityUid(label_type, label)), liveness.epoch, None, ()
+            ).allowed
         )
 
     def invalidate(self) -> None:

@@ -3,22 +3,31 @@
 :class:`TrustedContext` can only be created by :class:`ContextFactory` (its constructor demands
 a private capability object), is frozen, and is passed to tools by the gateway, out of band from
 anything the model writes. A prompt that says "I am a doctor" has no path into it.
+
+A context is not a permanent grant: it carries the token's ``exp`` and ``nbf`` and the
+verifier's leeway, and every use re-checks them and the store's revocations through
+:meth:`mamori.genai.ConversationStore.liveness` (the factory, the authorizer and the gateway
+all call that one check).
 """
 
 from __future__ import annotations
 
-import threading
+import base64
+import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from mamori.errors import IdentityError
+from mamori.errors import ConfigError, IdentityError
+from mamori.genai.statuslist import StatusReference, status_reference
 from mamori.identity import Principal, VerifierConfig, verify_token
 from mamori.policy import Entity, EntityUid
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from mamori.genai.state import ConversationStore
 
-__all__ = ["ContextFactory", "Domain", "Revocations", "TrustedContext"]
+__all__ = ["ContextFactory", "Domain", "TrustedContext"]
 
 
 class _Capability:
@@ -54,6 +63,12 @@ class TrustedContext:
     principal: Principal
     domain: Domain
     _capability: _Capability = field(repr=False, compare=False)
+    #: The token's ``nbf`` (0 when absent); ``exp`` is ``principal.expires_at``.
+    not_before: int = 0
+    #: The verifier's clock-skew leeway, applied again on every use.
+    leeway_seconds: int = 0
+    #: The token's entry in its issuer's Token Status List, if it has one.
+    status: StatusReference | None = None
     #: The principal's Cedar entity reference.
     uid: EntityUid = field(init=False, repr=False, compare=False)
     #: ``uid`` in Cedar syntax, as audit records name the principal.
@@ -100,48 +115,65 @@ class TrustedContext:
         return (user, *(Entity(r) for r in roles))
 
 
-class Revocations:
-    """Revoked subjects and token ids; :attr:`epoch` changes on every revocation."""
-
-    def __init__(self) -> None:
-        """Start with nothing revoked."""
-        self._lock = threading.Lock()
-        self._subjects: set[tuple[str, str]] = set()
-        self._tokens: set[str] = set()
-        self.epoch = 0
-
-    def revoke_subject(self, issuer: str, subject: str) -> None:
-        """Revoke every token of ``subject``."""
-        with self._lock:
-            self._subjects.add((issuer, subject))
-            self.epoch += 1
-
-    def revoke_token(self, token_id: str) -> None:
-        """Revoke one token by its ``jti``."""
-        with self._lock:
-            self._tokens.add(token_id)
-            self.epoch += 1
-
-    def is_revoked(self, principal: Principal) -> bool:
-        """True if the principal or its token has been revoked."""
-        with self._lock:
-            return (principal.issuer, principal.subject) in self._subjects or (
-                bool(principal.token_id) and principal.token_id in self._tokens
-            )
-
-
 class ContextFactory:
     """Verifies tokens and builds :class:`TrustedContext` objects."""
 
-    def __init__(self, config: VerifierConfig, domain: Domain, revocations: Revocations) -> None:
-        """Bind the verifier configuration, the Cedar domain and the revocation list."""
+    def __init__(self, config: VerifierConfig, domain: Domain, state: ConversationStore) -> None:
+        """Bind the verifier configuration, the Cedar domain and the store-backed state.
+
+        ``config`` must carry the identity source's claim mapping (``VerifierConfig.claims``):
+        roles come only through it, the same mapping the service uses, never as the token
+        names them.
+        """
+        if config.claims is None:
+            msg = (
+                "a GenAI context takes roles only through a claim mapping; "
+                "set VerifierConfig.claims (mamori.identity.ClaimMapping)"
+            )
+            raise ConfigError(msg)
         self._config = config
         self._domain = domain
-        self.revocations = revocations
+        self.state = state
 
     def from_token(self, token: str) -> TrustedContext:
         """Verify ``token`` and return its context. Raises :class:`IdentityError`."""
         principal = verify_token(token, self._config)
-        if self.revocations.is_revoked(principal):
-            raise IdentityError("token or subject has been revoked")
-        return TrustedContext(principal, self._domain, _CAPABILITY)
+        claims = _verified_claims(token)
+        ctx = TrustedContext(
+            principal,
+            self._domain,
+            _CAPABILITY,
+            not_before=_nbf(claims),
+            leeway_seconds=self._config.leeway_seconds,
+            status=status_reference(claims),
+        )
+        # The same check every later use makes: expiry, not-before and the store's revocations.
+        liveness = self.state.liveness(ctx)
+        if not liveness.live:
+            msg = f"the token cannot be used: {liveness.refusal}"
+            raise IdentityError(msg)
+        return ctx
+
+
+def _verified_claims(token: str) -> dict[str, Any]:
+    """The claims of a token that :func:`verify_token` has just accepted.
+
+    The signature covers these bytes, so the payload is the issuer's. PyJWT has already
+    checked ``nbf`` against the clock once; the context keeps it (and the token's status list
+    entry) for the checks on every later use.
+    """
+    payload = token.split(".")[1]
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except ValueError as exc:  # binascii.Error and JSONDecodeError included
+        raise IdentityError("malformed token") from exc
+    if not isinstance(claims, dict):
+        raise IdentityError("malformed token")
+    return claims
+
+
+def _nbf(claims: Mapping[str, Any]) -> int:
+    nbf = claims.get("nbf", 0)
+    if isinstance(nbf, bool) or not isinstance(nbf, int | float):
+        raise IdentityError("nbf must be a number")
+    return math.ceil(nbf)

@@ -1,34 +1,53 @@
 """The tool gateway: model-fillable arguments on one side, the trusted context on the other.
 
-A tool is a function ``f(ctx, **arguments)``. The gateway derives the model-visible JSON schema
-from the arguments only, refuses any schema field that names a principal, tenant or role,
-validates what the model sends against it, authorizes every resource id individually, hides
-"not found" behind the same answer as "forbidden", projects the result by classification, and
-taints the session with the labels it released so outbound sinks can refuse them.
+A tool is a function ``f(ctx, **arguments)``. At registration the gateway derives the
+model-visible JSON schema from the arguments only, refuses any schema field that names a
+principal, tenant or role, and refuses any argument that is not declared as a resource id, an
+enumerated value, free text or a sink argument (:mod:`mamori.genai._tooldecl`). A call then:
+
+1. re-checks the context (``exp``, ``nbf``, revocation in the store);
+2. validates what the model sent against the declared schema;
+3. authorizes every resource id on its own, hiding "not found" behind the same answer as
+   "forbidden" (a resolver that raises is a deny);
+4. for a sink, checks the destination allowlist and the conversation's taint from the store;
+5. runs the tool, projects the result by classification, and records the released labels in
+   the store *before* returning them, keyed by ``(principal, conversation id)``.
+
+Every refusal on that path is exactly one audit record, and nothing the model sends, and no
+failure of the application's resolver, tool or the store, makes :meth:`ToolGateway.call` raise.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
-import inspect
-import re
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from mamori.errors import ConfigError, MamoriError, StoreError
+from mamori.genai._tooldecl import (
+    ArgKind,
+    declare,
+    json_schema,
+    lint_schema_fields,
+    model_params,
+    validate,
+)
 from mamori.genai.projection import ClassificationSchema, TextNet, project
 from mamori.policy import Entity, EntityUid
 
 if typing.TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from mamori.genai.authorizer import Authorizer
     from mamori.genai.context import TrustedContext
 
 __all__ = [
     "DENIED_MESSAGE",
+    "EXPIRED_MESSAGE",
     "ListMode",
     "ResourceResolver",
     "Session",
@@ -40,25 +59,9 @@ __all__ = [
 
 #: The one answer for both "no such resource" and "not permitted".
 DENIED_MESSAGE = "not found or not permitted"
-_IDENTITY_FIELD = re.compile(
-    r"(^|_)(principal|tenant|tenants|role|roles|user|userid|subject|sub|identity|impersonate|"
-    r"acting|actor|on_behalf|org|organization|clearance|permissions?|scopes?)(_|$)"
-)
-_JSON_TYPES: Mapping[Any, dict[str, Any]] = {
-    str: {"type": "string"},
-    int: {"type": "integer"},
-    bool: {"type": "boolean"},
-    list[str]: {"type": "array", "items": {"type": "string"}},
-}
-
-
-def lint_schema_fields(names: typing.Iterable[str]) -> None:
-    """Raise :class:`ConfigError` if a model-visible field names an identity attribute."""
-    for name in names:
-        normal = re.sub(r"[^a-z0-9]+", "_", name.lower())
-        if _IDENTITY_FIELD.search(normal):
-            msg = f"tool argument {name!r} looks like identity; inject it instead"
-            raise ConfigError(msg)
+#: The answer when the session's token expired or was revoked: the user must sign in again.
+EXPIRED_MESSAGE = "this session is no longer authorized; sign in again"
+_CALL_ACTION = "call_tool"
 
 
 class ListMode(enum.Enum):
@@ -75,22 +78,33 @@ class ResourceResolver(Protocol):
         """Return the entity, or ``None`` if it does not exist."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Session:
-    """One conversation: the trusted context and the labels released into it so far."""
+    """One conversation of one verified user: the trusted context and the conversation id.
+
+    It holds no state of its own: what the conversation has read lives in the store under
+    ``(principal, conversation_id)``, so a new ``Session`` per HTTP request (or per process)
+    keeps the taint. An empty ``conversation_id`` is the principal's default conversation,
+    which every session without an id shares (more taint, never less).
+    """
 
     ctx: TrustedContext
-    labels: set[str] = field(default_factory=set)
+    conversation_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class ToolResult:
-    """What the model sees."""
+    """What the application gets back; ``data``, ``error`` and ``withheld`` are for the model.
+
+    ``redacted`` lists the field paths projected away by classification (for the operator's
+    view, e.g. ``mamori demo hospital``); the application decides whether the model sees it.
+    """
 
     ok: bool
     data: Any = None
     error: str = ""
     withheld: tuple[str, ...] = ()
+    redacted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +130,20 @@ class _Tool:
     description: str
     func: Callable[..., Any]
     params: Mapping[str, Any]
+    kinds: Mapping[str, ArgKind]
     action: str | None
     resources: Mapping[str, str]
     list_mode: ListMode
     output: ClassificationSchema | None
     sink: SinkSpec | None
+
+
+class _Refusal(Exception):  # noqa: N818 -- control flow inside call(), never escapes it
+    """Raised inside :meth:`ToolGateway.call` once the refusal has been audited."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 class ToolGateway:
@@ -147,30 +170,41 @@ class ToolGateway:
         description: str,
         action: str | None = None,
         resources: Mapping[str, str] | None = None,
+        free_text: Iterable[str] = (),
         list_mode: ListMode = ListMode.REDUCE,
         output: ClassificationSchema | None = None,
         sink: SinkSpec | None = None,
         name: str | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Register a tool; ``resources`` maps argument names to entity types."""
+        """Register a tool; every model-filled argument must be declared (see the module doc).
+
+        ``resources`` maps argument names to entity types (each id is authorized with
+        ``action``); ``Literal[...]`` arguments are enumerated; ``free_text`` names arguments
+        the model may fill with any value of their type; a ``sink`` declares its destination
+        and body arguments. Anything else raises :class:`ConfigError` here.
+        """
 
         def register(func: Callable[..., Any]) -> Callable[..., Any]:
-            params = _model_params(func)
+            tool_name = name or func.__name__
+            params = model_params(func)
             lint_schema_fields(params)
-            for arg in resources or {}:
-                if arg not in params:
-                    msg = f"resource argument {arg!r} is not a parameter"
-                    raise ConfigError(msg)
+            kinds = declare(
+                tool_name,
+                params,
+                resources=resources or {},
+                free_text=frozenset(free_text),
+                sink=sink,
+            )
             if (resources or sink) and action is None:
                 raise ConfigError("a tool touching resources or sinks needs an action")
             if output is None and not sink:
                 raise ConfigError("a tool returning data needs an output classification schema")
-            tool_name = name or func.__name__
             self._tools[tool_name] = _Tool(
                 tool_name,
                 description,
                 func,
                 params,
+                kinds,
                 action,
                 dict(resources or {}),
                 list_mode,
@@ -191,7 +225,7 @@ class ToolGateway:
                     "description": t.description,
                     "parameters": {
                         "type": "object",
-                        "properties": {n: _JSON_TYPES[a] for n, a in t.params.items()},
+                        "properties": {n: json_schema(a) for n, a in t.params.items()},
                         "required": sorted(t.params),
                         "additionalProperties": False,
                     },
@@ -200,115 +234,152 @@ class ToolGateway:
             for t in self._tools.values()
         ]
 
-    def call(  # noqa: PLR0911 -- each early return is one distinct refusal
-        self, session: Session, name: str, arguments: Mapping[str, Any]
-    ) -> ToolResult:
-        """Run one model tool call. Never raises for model input; errors become results."""
+    def labels(self, session: Session) -> frozenset[str]:
+        """The classifications released so far into ``session``'s conversation (from the store)."""
+        return self._authorizer.state.labels(session.ctx.principal, session.conversation_id)
+
+    def call(self, session: Session, name: str, arguments: Mapping[str, Any]) -> ToolResult:
+        """Run one model tool call. Never raises; every refusal is one audit record."""
+        try:
+            return self._call(session, name, arguments)
+        except _Refusal as refusal:
+            return ToolResult(ok=False, error=refusal.error)
+
+    def _call(self, session: Session, name: str, arguments: Mapping[str, Any]) -> ToolResult:
+        ctx = session.ctx
         tool = self._tools.get(name)
+        action = (tool.action or _CALL_ACTION) if tool is not None else _CALL_ACTION
+        target = str(EntityUid(ctx.domain.entity_type("Tool"), name))
+        if self._authorizer.refuse_unless_live(ctx, action, target) is not None:
+            raise _Refusal(EXPIRED_MESSAGE)
         if tool is None:
-            return ToolResult(ok=False, error=f"unknown tool {name!r}")
-        problem = _validate(tool, arguments)
+            self._refuse(ctx, action, target, "unknown tool", f"unknown tool {name[:64]!r}")
+        # Typed as a mapping, but it is whatever the model's JSON decoded to.
+        raw: object = arguments
+        problem = (
+            validate(tool.params, raw)
+            if isinstance(raw, Mapping)
+            else "arguments must be a JSON object"
+        )
         if problem:
-            return ToolResult(ok=False, error=problem)
+            self._refuse(ctx, action, target, f"invalid arguments: {problem}", problem)
+        args, withheld = self._authorize_resources(ctx, tool, arguments)
+        if tool.sink is not None:
+            self._check_sink(session, tool, tool.sink, args)
+        try:
+            raw = tool.func(ctx, **args)
+        except MamoriError as exc:
+            self._refuse(ctx, action, target, f"tool refused: {type(exc).__name__}", DENIED_MESSAGE)
+        # The application's tool failed: deny (never partial data), record why, keep serving.
+        except Exception as exc:  # noqa: BLE001
+            self._refuse(ctx, action, target, f"tool failed: {type(exc).__name__}", DENIED_MESSAGE)
+        if tool.output is None:
+            return ToolResult(ok=True, data=raw, withheld=tuple(withheld))
+        readable = self._authorizer.readable_labels(ctx, tool.output.all_labels())
+        projection = project(raw, tool.output, readable, text_net=self._text_net)
+        try:
+            # The taint is on record before the data leaves: a later turn, in any process or
+            # with a new Session object, sees it.
+            self._authorizer.state.add_labels(
+                ctx.principal, session.conversation_id, projection.labels, tool=tool.name
+            )
+        except (StoreError, ConfigError) as exc:
+            self._refuse(ctx, action, target, f"conversation state not recorded: {exc}")
+        return ToolResult(
+            ok=True,
+            data=projection.data,
+            withheld=tuple(withheld),
+            redacted=tuple(dict.fromkeys(projection.dropped)),
+        )
+
+    def _authorize_resources(
+        self, ctx: TrustedContext, tool: _Tool, arguments: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The arguments with only authorized ids left, and the ids withheld."""
         args = dict(arguments)
         withheld: list[str] = []
         for arg, entity_type in tool.resources.items():
             ids = args[arg] if isinstance(args[arg], list) else [args[arg]]
-            allowed = [i for i in ids if self._authorized(session.ctx, tool, entity_type, i)]
+            allowed = [i for i in ids if self._authorized(ctx, tool, entity_type, i)]
             withheld.extend(i for i in ids if i not in allowed)
             if not allowed or (withheld and tool.list_mode is ListMode.DENY):
-                return ToolResult(ok=False, error=DENIED_MESSAGE)
+                raise _Refusal(DENIED_MESSAGE)
             args[arg] = allowed if isinstance(args[arg], list) else allowed[0]
-        if tool.sink is not None:
-            denial = self._check_sink(session, tool, tool.sink, args)
-            if denial:
-                return ToolResult(ok=False, error=denial)
+        return args, withheld
+
+    def _refuse(
+        self,
+        ctx: TrustedContext,
+        action: str,
+        resource: str,
+        reason: str,
+        error: str = DENIED_MESSAGE,
+    ) -> typing.NoReturn:
+        # A refusal that cannot be audited is still a refusal.
+        with contextlib.suppress(StoreError):
+            self._authorizer.audit.record(
+                principal=ctx.uid_text,
+                action=action,
+                resource=resource,
+                decision="deny",
+                policy_ids=(),
+                reason=reason,
+            )
+        raise _Refusal(error)
+
+    def _resolve(self, ctx: TrustedContext, action: str, uid: EntityUid) -> Entity:
+        """The trusted entity, or an audited refusal if it is missing or the lookup failed."""
         try:
-            raw = tool.func(session.ctx, **args)
-        except MamoriError:
-            return ToolResult(ok=False, error=DENIED_MESSAGE)
-        if tool.output is None:
-            return ToolResult(ok=True, data=raw, withheld=tuple(withheld))
-        readable = self._authorizer.readable_labels(session.ctx, tool.output.all_labels())
-        projection = project(raw, tool.output, readable, text_net=self._text_net)
-        session.labels.update(projection.labels)
-        return ToolResult(ok=True, data=projection.data, withheld=tuple(withheld))
+            entity = self._resolver(uid.type, uid.id)
+        # The resolver is the application's code (an EHR lookup, a database): whatever it
+        # raises, the answer is a deny on the record, never an exception to the caller.
+        except Exception as exc:  # noqa: BLE001
+            self._refuse(ctx, action, str(uid), f"resource resolver failed: {type(exc).__name__}")
+        if entity is None:
+            # Audit the miss as a deny so that it looks the same in the log as in the answer.
+            self._refuse(ctx, action, str(uid), "not found")
+        return entity
 
     def _authorized(self, ctx: TrustedContext, tool: _Tool, entity_type: str, rid: str) -> bool:
         assert tool.action is not None
-        entity = self._resolver(ctx.domain.entity_type(entity_type), rid)
-        if entity is None:
-            # Audit the miss as a deny so that it looks the same in the log as in the answer.
-            uid = EntityUid(ctx.domain.entity_type(entity_type), rid)
-            # The answer is a deny either way; model input must never make call() raise.
-            with contextlib.suppress(StoreError):
-                self._authorizer.audit.record(
-                    principal=ctx.uid_text,
-                    action=tool.action,
-                    resource=str(uid),
-                    decision="deny",
-                    policy_ids=(),
-                    reason="not found",
-                )
+        uid = EntityUid(ctx.domain.entity_type(entity_type), rid)
+        try:
+            entity = self._resolve(ctx, tool.action, uid)
+        except _Refusal:
             return False
         return self._authorizer.check(ctx, tool.action, entity).allowed
 
     def _check_sink(
         self, session: Session, tool: _Tool, sink: SinkSpec, args: Mapping[str, Any]
-    ) -> str:
+    ) -> None:
         assert tool.action is not None
-        destination = args.get(sink.destination_arg)
-        if not isinstance(destination, str) or not sink.destination_allowed(destination):
-            return "destination is not allowed for this sink"
-        entity = self._resolver(session.ctx.domain.entity_type("Sink"), sink.sink_id)
-        if entity is None:
-            return DENIED_MESSAGE
-        labels = set(session.labels)
+        ctx = session.ctx
+        uid = EntityUid(ctx.domain.entity_type("Sink"), sink.sink_id)
+        destination = args[sink.destination_arg]
+        if not sink.destination_allowed(destination):
+            self._refuse(
+                ctx,
+                tool.action,
+                str(uid),
+                f"destination {destination[:128]!r} is not allowed for this sink",
+                "destination is not allowed for this sink",
+            )
+        entity = self._resolve(ctx, tool.action, uid)
+        try:
+            labels = set(self.labels(session))
+        except (StoreError, ConfigError) as exc:
+            self._refuse(ctx, tool.action, str(uid), f"conversation state unavailable: {exc}")
         body = args.get(sink.body_arg)
         if isinstance(body, str) and self._text_labeler is not None:
-            labels |= self._text_labeler(body)
+            try:
+                labels |= self._text_labeler(body)
+            # The labeler is the application's (or Presidio's) code: a failure is a deny.
+            except Exception as exc:  # noqa: BLE001
+                self._refuse(
+                    ctx, tool.action, str(uid), f"body labelling failed: {type(exc).__name__}"
+                )
         decision = self._authorizer.check(
-            session.ctx, tool.action, entity, context={"labels": frozenset(labels)}
+            ctx, tool.action, entity, context={"labels": frozenset(labels)}
         )
-        return "" if decision.allowed else "this session's data may not be sent to this sink"
-
-
-def _model_params(func: Callable[..., Any]) -> dict[str, Any]:
-    signature = inspect.signature(func)
-    hints = typing.get_type_hints(func)
-    params = list(signature.parameters.values())
-    if not params or params[0].name != "ctx":
-        raise ConfigError("a tool's first parameter must be the injected 'ctx'")
-    result: dict[str, Any] = {}
-    for param in params[1:]:
-        if param.kind is not inspect.Parameter.KEYWORD_ONLY:
-            msg = f"tool argument {param.name!r} must be keyword-only"
-            raise ConfigError(msg)
-        annotation = hints.get(param.name)
-        if annotation not in _JSON_TYPES:
-            msg = f"tool argument {param.name!r} has unsupported type {annotation}"
-            raise ConfigError(msg)
-        result[param.name] = annotation
-    return result
-
-
-def _validate(tool: _Tool, arguments: Mapping[str, Any]) -> str:  # noqa: PLR0911 -- one message per refusal
-    extra = sorted(set(arguments) - set(tool.params))
-    if extra:
-        return f"unexpected arguments: {extra}"
-    missing = sorted(set(tool.params) - set(arguments))
-    if missing:
-        return f"missing arguments: {missing}"
-    for name, annotation in tool.params.items():
-        value = arguments[name]
-        if annotation == list[str]:
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                return f"argument {name!r} must be a list of strings"
-            if not value:
-                return f"argument {name!r} must not be empty"
-        elif annotation is int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                return f"argument {name!r} must be an integer"
-        elif not isinstance(value, annotation):
-            return f"argument {name!r} has the wrong type"
-    return ""
+        if not decision.allowed:
+            raise _Refusal("this session's data may not be sent to this sink")

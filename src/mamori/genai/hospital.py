@@ -9,17 +9,20 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from qdrant_client import QdrantClient
 
 from mamori.audit import AuditChain, AuditLog, AuditSink, MemorySink
+from mamori.genai.aggregate import AuthorizedAggregate
 from mamori.genai.authorizer import Authorizer
-from mamori.genai.context import Domain, Revocations, TrustedContext
+from mamori.genai.context import Domain, TrustedContext
 from mamori.genai.gateway import ListMode, SinkSpec, ToolGateway
 from mamori.genai.ingestion import AclSchema, SourceDocument, TrustedIngestor
 from mamori.genai.projection import ClassificationSchema, TextNet
 from mamori.genai.retrieval import AuthorizedRetriever
+from mamori.genai.state import ConversationStore
+from mamori.identity import ClaimMapping
 from mamori.policy import Entity, EntityUid, PolicyEngine
 
 if TYPE_CHECKING:
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DOCUMENT_ACL",
+    "HOSPITAL_CLAIMS",
     "HOSPITAL_DOMAIN",
     "HOSPITAL_ENTITY_LABELS",
     "PATIENT_SCHEMA",
@@ -38,6 +42,17 @@ __all__ = [
 ]
 
 HOSPITAL_DOMAIN = Domain(namespace="Hospital", attribute_map={"patient_id": "patient_id"})
+#: The hospital IdP's identity source: which mamori roles its ``roles`` and ``groups`` claims
+#: grant. Anything else the token lists grants nothing, and one person is never two of
+#: receptionist, doctor and patient at once (their union reads every patient's PHI).
+HOSPITAL_CLAIMS = ClaimMapping(
+    roles={
+        "roles": {"receptionist": {"receptionist"}, "doctor": {"doctor"}, "patient": {"patient"}},
+        "groups": {"st-mary-front-desk": {"receptionist"}, "st-mary-physicians": {"doctor"}},
+    },
+    attributes={"patient_id": "patient_id"},
+    exclusive=[{"receptionist", "doctor"}, {"receptionist", "patient"}, {"doctor", "patient"}],
+)
 DOCUMENT_ACL = AclSchema(
     {"tenant": str, "patient_id": str, "classification": str, "care_team": list}
 )
@@ -79,6 +94,8 @@ _HOSPITAL_PATTERNS: Mapping[str, str] = {
 
 _FIRST = ["Ana", "Ben", "Chloe", "Dev", "Emma", "Farid", "Grace", "Hiro", "Ines", "Jon"]
 _LAST = ["Ito", "Khan", "Lopez", "Meyer", "Novak", "Okafor", "Park", "Quinn", "Rossi", "Sato"]
+#: The diagnoses the count tool accepts (an enumerated argument: nothing else reaches it).
+Diagnosis = Literal["type 2 diabetes", "hypertension", "asthma", "low back pain"]
 _DIAGNOSES = [
     ("E11.9", "type 2 diabetes", "metformin"),
     ("I10", "hypertension", "lisinopril"),
@@ -163,7 +180,7 @@ class Hospital:
 
     data: HospitalData
     engine: PolicyEngine
-    revocations: Revocations
+    state: ConversationStore
     authorizer: Authorizer
     gateway: ToolGateway
     retriever: AuthorizedRetriever
@@ -171,17 +188,18 @@ class Hospital:
     embed: Callable[[Sequence[str]], Sequence[Sequence[float]]]
     sent: list[dict[str, str]] = field(default_factory=list)
 
+    def patient_attributes(self, patient_id: str) -> dict[str, Any]:
+        """A patient's trusted ACL attributes, as the EHR holds them."""
+        return {
+            "tenant": self.data.tenants[patient_id],
+            "patient_id": patient_id,
+            "care_team": frozenset(self.data.care_teams[patient_id]),
+        }
+
     def resolve(self, entity_type: str, resource_id: str) -> Entity | None:
         """The trusted resolver: attributes come from the EHR, never from the model."""
         if entity_type == "Hospital::Patient" and resource_id in self.data.patients:
-            return Entity(
-                EntityUid(entity_type, resource_id),
-                {
-                    "tenant": self.data.tenants[resource_id],
-                    "patient_id": resource_id,
-                    "care_team": frozenset(self.data.care_teams[resource_id]),
-                },
-            )
+            return Entity(EntityUid(entity_type, resource_id), self.patient_attributes(resource_id))
         if entity_type == "Hospital::Sink":
             return self.data.sinks.get(resource_id)
         return None
@@ -210,14 +228,19 @@ def build_hospital(
     client: QdrantClient | None = None,
     text_net: TextNet | None = None,
     text_labeler: Callable[[str], frozenset[str]] | None = None,
+    state: ConversationStore | None = None,
 ) -> Hospital:
-    """Wire engine, audit, gateway, tools and an indexed Qdrant collection together."""
+    """Wire engine, audit, gateway, tools and an indexed Qdrant collection together.
+
+    ``state`` holds revocations and conversation taint; pass one on the deployment's store to
+    share them between processes (the default is a private temporary SQLite store).
+    """
     data = data or synthetic_data()
     engine = PolicyEngine.packaged("hospital")
-    revocations = Revocations()
+    state = state if state is not None else ConversationStore.ephemeral()
     # ``audit_log`` (e.g. a SqlAuditLog on the lifecycle store) wins over a bare ``audit`` sink.
     log = audit_log if audit_log is not None else AuditChain(audit or MemorySink())
-    authorizer = Authorizer(engine, revocations, log)
+    authorizer = Authorizer(engine, state, log)
     client = client or QdrantClient(":memory:")
     ingestor = TrustedIngestor(client, "notes", embed, DOCUMENT_ACL)
     ingestor.ensure_collection(dimension)
@@ -227,7 +250,7 @@ def build_hospital(
     hospital = Hospital(
         data,
         engine,
-        revocations,
+        state,
         authorizer,
         ToolGateway(
             authorizer,
@@ -270,6 +293,7 @@ def _register_tools(h: Hospital) -> None:
 
     @gw.tool(
         description="Search clinical notes and call logs.",
+        free_text={"query"},
         output=ClassificationSchema(
             {
                 "contact[].doc_id": "PUBLIC",
@@ -287,6 +311,22 @@ def _register_tools(h: Hospital) -> None:
             bucket = "clinical" if hit.acl["classification"] == "PHI" else "contact"
             out[bucket].append({"doc_id": hit.doc_id, "text": hit.text})
         return out
+
+    patients = AuthorizedAggregate(h.authorizer, action="read_patient", resource_type="Patient")
+
+    @gw.tool(
+        description="Count the patients you may read who were seen for a diagnosis.",
+        # The count says how many patients have a condition: clinical data, PHI.
+        output=ClassificationSchema({"patients": "PHI"}),
+    )
+    def count_patients(ctx: TrustedContext, *, diagnosis: Diagnosis) -> dict[str, Any]:
+        seen = patients.count(
+            ctx,
+            h.data.patients.values(),
+            lambda record: h.patient_attributes(record["patient_id"]),
+            where=lambda record: any(v["diagnosis"] == diagnosis for v in record["visits"]),
+        )
+        return {"patients": seen}
 
     @gw.tool(
         description="Send an email.",

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData
 
-from mamori.store import models, models_mlflow
+from mamori.store import models, models_genai, models_mlflow
 from mamori.store.base import Base
 
 __all__ = ["metadata"]
 
 metadata: MetaData = Base.metadata
-"""Every mamori table (``models`` and ``models_mlflow`` are imported for their side effect)."""
+"""Every mamori table (the model modules are imported for their side effect)."""
 
-_TABLE_MODULES = (models, models_mlflow)
+_TABLE_MODULES = (models, models_genai, models_mlflow)
