@@ -516,3 +516,21 @@ def test_an_unscanned_file_at_a_released_path_is_replaced_by_the_scanned_bytes(
     (snapshot / "config.json").write_text('{"model_type": "evil"}')
     assert _pull(lifecycle, settings).released
     assert json.loads((snapshot / "config.json").read_text()) == BERT_CONFIG
+
+
+def test_a_pull_reports_its_download_progress_in_bytes(lifecycle, settings, hub):
+    hub.add(REPO, _safe_files())
+    seen: list[tuple[int, int]] = []
+    result = pull(
+        lifecycle,
+        IMPORTER,
+        REPO,
+        "main",
+        settings=settings,
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    assert result.released, result.reasons
+    assert seen
+    done, total = seen[-1]
+    assert done == total > 0
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)  # the count only grows

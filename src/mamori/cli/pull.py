@@ -10,12 +10,17 @@ from __future__ import annotations
 import enum
 import json
 import sys
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from mamori.cli._progress import byte_progress
 from mamori.cli.exitcodes import EXIT_CHECK_FAILED, EXIT_DENIED, EXIT_ERROR, EXIT_SAFE
 from mamori.errors import AccessDeniedError, IdentityError, MamoriError
+from mamori.scan.report.text import printable
+
+if TYPE_CHECKING:
+    from mamori.lifecycle.hf import PullResult
 
 __all__ = ["PULL_EPILOG", "PullFormat", "pull_command"]
 
@@ -81,14 +86,21 @@ def pull_command(
             policy = PullPolicy.from_settings(
                 settings, allow_remote_code=allow_remote_code, exclude=exclude or ()
             )
-            result = pull(
-                runtime.lifecycle,
-                principal,
-                repo_id,
-                revision or "main",
-                settings=settings,
-                policy=policy,
-            )
+            with byte_progress() as bar:
+                task = bar.add_task(f"pull {printable(target)}", total=None)
+
+                def advance(done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                result = pull(
+                    runtime.lifecycle,
+                    principal,
+                    repo_id,
+                    revision or "main",
+                    settings=settings,
+                    policy=policy,
+                    progress=None if bar.disable else advance,
+                )
         finally:
             runtime.close()
     except (IdentityError, AccessDeniedError) as exc:
@@ -100,15 +112,20 @@ def pull_command(
     if output_format is PullFormat.JSON:
         typer.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
     else:
-        typer.echo(f"{result.uri} ({result.revision}): {result.outcome.value}")
-        for f in result.files:
-            why = f" - {f.reason}" if f.reason else ""
-            typer.echo(f"  {f.status.value:<14} {f.path} ({f.size} bytes){why}")
-        if result.snapshot_dir is not None:
-            typer.echo(f"released: {result.snapshot_dir}")
-        for entry in result.removed:
-            typer.echo(f"  removed unscanned snapshot entry: {entry}")
-        typer.echo(f"quarantine: {result.quarantine_dir}")
-        if result.report_path is not None:
-            typer.echo(f"report: {result.report_path}")
+        _print_text(result)
     raise typer.Exit(EXIT_SAFE if result.released else EXIT_CHECK_FAILED)
+
+
+def _print_text(result: PullResult) -> None:
+    """The pull result as lines of text: outcome, each file, where it went."""
+    typer.echo(f"{result.uri} ({result.revision}): {result.outcome.value}")
+    for f in result.files:
+        why = f" - {f.reason}" if f.reason else ""
+        typer.echo(f"  {f.status.value:<14} {f.path} ({f.size} bytes){why}")
+    if result.snapshot_dir is not None:
+        typer.echo(f"released: {result.snapshot_dir}")
+    for entry in result.removed:
+        typer.echo(f"  removed unscanned snapshot entry: {entry}")
+    typer.echo(f"quarantine: {result.quarantine_dir}")
+    if result.report_path is not None:
+        typer.echo(f"report: {result.report_path}")

@@ -22,18 +22,12 @@ from pathlib import Path
 from typing import Annotated, Final, NoReturn
 
 import typer
-from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
     TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
 )
 
 from mamori.cli._extras import install_hint, missing_extra
+from mamori.cli._progress import byte_progress
 from mamori.cli.exitcodes import (
     EXIT_ERROR,
     EXIT_MISSING_EXTRA,
@@ -107,22 +101,6 @@ def _check_paths(paths: Sequence[Path | str], output: Path | None) -> None:
             _fail(f"--output: directory {os.fspath(parent)!r} does not exist")
 
 
-def _progress() -> Progress:
-    console = Console(stderr=True)
-    # Bytes done, speed and time per path, so a 500 MB pickle is not a minute of silence; only
-    # for a person at a terminal: in CI logs or pipes it is noise.
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
-
-
 def _targets(raw: Sequence[str]) -> list[Path | str]:
     """Local paths as :class:`Path`; URLs (``hf://``, ``s3://``, ...) kept as strings."""
     from mamori.remote import is_remote  # noqa: PLC0415 -- lazy: only URLs need it
@@ -143,7 +121,7 @@ def _scan_one(target: Path | str, policy: ScanPolicy, progress: ScanProgress | N
 
 def _scan_all(targets: Sequence[Path | str], policy: ScanPolicy) -> list[ScanReport]:
     reports: list[ScanReport] = []
-    with _progress() as progress:
+    with byte_progress() as progress:
         for number, target in enumerate(targets, start=1):
             label = target if isinstance(target, str) else target.name or os.fspath(target)
             prefix = f"[{number}/{len(targets)}] " if len(targets) > 1 else ""

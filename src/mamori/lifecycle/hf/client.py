@@ -28,7 +28,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Self
@@ -176,8 +176,18 @@ class HubClient:
 
     # --- downloads ---------------------------------------------------------------------------
 
-    def download(self, repo_id: str, commit: str, entry: TreeEntry, dest: Path) -> str:
+    def download(
+        self,
+        repo_id: str,
+        commit: str,
+        entry: TreeEntry,
+        dest: Path,
+        *,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> str:
         """Stream one file to ``dest`` and return its SHA-256; verified or refused.
+
+        ``on_bytes(n)`` is called as each chunk of ``n`` bytes arrives (progress display).
 
         The file must be exactly ``entry.size`` bytes and match the tree's LFS SHA-256 (LFS
         files) or git blob id (files in git). ``dest`` is written through a temporary file in
@@ -189,7 +199,7 @@ class HubClient:
         partial = dest.with_name(f"{dest.name}.{secrets.token_hex(6)}.partial")
         try:
             with self._open_following(url, commit) as response:
-                sha256, git = self._stream_to(response, partial, entry)
+                sha256, git = self._stream_to(response, partial, entry, on_bytes)
         except httpx.HTTPError as exc:
             partial.unlink(missing_ok=True)
             msg = f"download of {entry.path} failed"
@@ -248,7 +258,12 @@ class HubClient:
         raise DownloadRefusedError(msg)
 
     @staticmethod
-    def _stream_to(response: httpx.Response, partial: Path, entry: TreeEntry) -> tuple[str, str]:
+    def _stream_to(
+        response: httpx.Response,
+        partial: Path,
+        entry: TreeEntry,
+        on_bytes: Callable[[int], None] | None,
+    ) -> tuple[str, str]:
         declared = response.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) != entry.size:
             msg = f"{entry.path}: served {declared} bytes, the tree lists {entry.size}"
@@ -267,6 +282,8 @@ class HubClient:
                 sha256.update(chunk)
                 git.update(chunk)
                 out.write(chunk)
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
             out.flush()
             os.fsync(out.fileno())
         if written != entry.size:

@@ -24,7 +24,7 @@ import enum
 import json
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -237,8 +237,12 @@ def pull(
     settings: Settings,
     policy: PullPolicy | None = None,
     client: HubClient | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PullResult:
     """Pull ``repo_id@revision`` through quarantine and scanning; release only if SAFE.
+
+    ``progress(done, total)`` is called with the bytes downloaded so far and the total the
+    tree lists for the files to download (a progress display; it never changes the result).
 
     Raises :class:`~mamori.errors.AccessDeniedError` when the principal may not import,
     :class:`~mamori.errors.RegistryError` when the hub cannot be read (an answer mamori could
@@ -267,11 +271,12 @@ def pull(
         _apply_static_policy(state, policy, revision)
         if not state.reasons:
             _reuse_quarantined(job, state)
-            _fetch(hub, job, state, _configs(state))
+            _fetch(hub, job, state, _configs(state), None)
         if not state.reasons:
             _apply_code_policy(state, policy, revision)
         if not state.reasons:
-            _fetch(hub, job, state, state.wanted())
+            wanted = state.wanted()
+            _fetch(hub, job, state, wanted, _meter(progress, sum(e.size for e in wanted)))
     result = _scan_and_release(job, state)
     _audit(lifecycle, principal, result)
     return result
@@ -427,14 +432,34 @@ def _reuse_quarantined(job: _Job, state: _State) -> None:
         state.local[entry.path] = blob.path
 
 
-def _fetch(hub: HubClient, job: _Job, state: _State, entries: Iterable[TreeEntry]) -> None:
+def _meter(progress: Callable[[int, int], None] | None, total: int) -> Callable[[int], None] | None:
+    """A per-chunk callback that reports the running byte count to ``progress``."""
+    if progress is None:
+        return None
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        progress(done, total)
+
+    return advance
+
+
+def _fetch(
+    hub: HubClient,
+    job: _Job,
+    state: _State,
+    entries: Iterable[TreeEntry],
+    on_bytes: Callable[[int], None] | None,
+) -> None:
     files = job.qdir / "files"
     for entry in entries:
         if state.status[entry.path] is not FileStatus.NOT_DOWNLOADED:
             continue
         dest = files / entry.path
         try:
-            sha256 = hub.download(job.repo_id, job.commit, entry, dest)
+            sha256 = hub.download(job.repo_id, job.commit, entry, dest, on_bytes=on_bytes)
         except DownloadRefusedError as exc:
             state.refuse(entry.path, exc.diagnostics())
             return

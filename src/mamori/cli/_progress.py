@@ -1,0 +1,32 @@
+"""One progress display for long work: bytes done, speed and time, on stderr, at a terminal only."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+
+__all__ = ["byte_progress"]
+
+
+def byte_progress() -> Progress:
+    """A transient byte progress bar on stderr, disabled unless stderr is a terminal."""
+    console = Console(stderr=True)
+    # Bytes done, speed and time, so a 500 MB pickle or a pull is not a minute of silence; only
+    # for a person at a terminal: in CI logs or pipes it is noise.
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
