@@ -12,9 +12,11 @@ is found by the sweep.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Final
 
 import structlog
@@ -305,10 +307,27 @@ class _RetryError(MamoriError):
     """A resolution failed in a way worth retrying (registry or download error)."""
 
 
+# MLflow's client defaults (120 s per request, 7 retries with exponential backoff) hold a worker
+# for many minutes on an unreachable server. These are MLflow's own variables: an operator who
+# sets them keeps their values. MLflow reads them per request.
+WORKER_HTTP_DEFAULTS: Final = MappingProxyType(
+    {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    }
+)
+
+
 def build_integration(settings: Settings, lifecycle: Lifecycle) -> MlflowIntegration:
-    """The integration for ``settings`` over ``lifecycle`` (MLflow credentials from its env)."""
+    """The integration for ``settings`` over ``lifecycle`` (MLflow credentials from its env).
+
+    Bounds MLflow's HTTP timeouts and retries for this process (see ``WORKER_HTTP_DEFAULTS``).
+    """
     if not settings.mlflow_tracking_uri:
         raise ConfigError("mlflow_tracking_uri: set MAMORI_MLFLOW_TRACKING_URI")
+    for name, value in WORKER_HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     client = MlflowClient(
         tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri
     )
