@@ -247,3 +247,24 @@ def test_the_same_payload_without_the_plant_runs_nothing(attack, tmp_path):
     path.write_bytes(data)
     assert not attack.runs("pickle", path)
     assert _verdict(path) is Verdict.SAFE
+
+
+def test_build_planted_setstate_in_a_joblib_file_is_unsafe(attack, tmp_path):
+    pytest.importorskip("joblib")
+    path = tmp_path / "model.joblib"
+    path.write_bytes(planted_setstate(attack.marker) + STOP)
+    assert attack.runs("joblib", path)
+    assert _verdict(path) is Verdict.UNSAFE
+
+
+def test_planted_items_on_a_build_state_runs_under_joblibs_python_unpickler(attack, tmp_path):
+    # pickle._Unpickler (joblib) applies a dict-less state with state.items(): a planted
+    # items attribute on the state object is called. The C unpickler rejects such a state.
+    pytest.importorskip("joblib")
+    partial = call(sg("functools", "partial"), file_handler(), sbu(str(attack.marker)))
+    state = namespace() + plant("items", partial)
+    path = tmp_path / "model.joblib"
+    path.write_bytes(PROTO4 + namespace() + state + BUILD + STOP)
+    assert attack.runs("joblib", path)
+    assert not attack.runs("pickle", path)
+    assert _verdict(path) is Verdict.UNSAFE

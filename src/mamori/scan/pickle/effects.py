@@ -6,7 +6,9 @@ definition of every effect that matters for security.
 
 from __future__ import annotations
 
+import functools
 import re
+from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Final, cast
 
 from mamori.scan.pickle.allowlist import (
@@ -122,7 +124,8 @@ class Effects:
                 tr.use(func, UseKind.LOADS_LITERAL, at)
                 tr.embedded.append((cast("bytes", cast("tuple[Value, ...]", args)[0]), at))
                 return Call(func, args, kind, at, kwargs)
-            if kind is CallKind.REDUCE and isinstance(args, tuple):
+            role = _role(func)
+            if role.conditional and kind is CallKind.REDUCE and isinstance(args, tuple):
                 resolved = self._conditional(func, args, at)
                 if resolved is not None:
                     return resolved
@@ -130,7 +133,8 @@ class Effects:
             tr.use(func, UseKind.INSTANTIATED if newobj else UseKind.CALLED, at)
             self._follow(func, args, kwargs, at, 0)
             if (
-                func.dotted == "dill._dill._load_type"
+                role.special
+                and func.dotted == "dill._dill._load_type"
                 and isinstance(args, tuple)
                 and len(args) == 1
                 and isinstance(args[0], str)
@@ -192,8 +196,17 @@ class Effects:
     ) -> None:
         """What ``func`` does with its arguments, as far as the model knows."""
         tr = self.trace
-        dotted = func.dotted
+        role = _role(func)
         positional = args if isinstance(args, tuple) else ()
+        if role.allowlisted and not role.special and kwargs is None:
+            # The common case (one per tensor in a torch pickle): reviewed code given data.
+            for arg in positional:
+                if type(arg) not in _LEAVES:
+                    self._pass(arg, at, _SHALLOW)
+            if not isinstance(args, tuple):
+                self._pass(args, at, _SHALLOW)
+            return
+        dotted = role.dotted
         if any(isinstance(a, bytes) for a in positional) and self.is_loader(func):
             tr.nested.extend((a, at) for a in positional if isinstance(a, bytes))
         if dotted == "dill._dill._eval_repr" and not (
@@ -208,11 +221,14 @@ class Effects:
                     short(positional[0] if positional else args),
                 )
             )
-        if not is_allowlisted(dotted):
+        if not role.allowlisted:
             # Unknown code may call anything it is given, at any depth.
             self._reach_all(args, at, _DEEP)
             self._reach_all(kwargs, at, _DEEP)
             return
+        if not isinstance(args, tuple):
+            # C rejects it; pickle._Unpickler (joblib) iterates it for *args.
+            self._pass(args, at, _SHALLOW)
         handled: set[int] = set()
         for spec in CALLS.get(dotted, ()):
             if spec.func < len(positional):
@@ -351,8 +367,10 @@ class Effects:
         class's ``__setitem__``). False when the target cannot take items at all.
         """
         tr = self.trace
+        reviewed = False
         if isinstance(target, Call):
             self._used_as_object(target, at)
+            reviewed = _made_by_reviewed_code(target)
             if len(target.items) < 64:  # noqa: PLR2004 - bounded
                 target.items.extend(items[:64])
         elif isinstance(target, GlobalRef):
@@ -362,7 +380,12 @@ class Effects:
         else:
             return False
         for item in items:
-            self._reach_all(item, at, _SHALLOW)
+            if type(item) in _LEAVES:
+                continue
+            if reviewed:
+                self._pass(item, at, _SHALLOW)  # the reviewed class's own method takes data
+            else:
+                self._reach_all(item, at, _SHALLOW)
         return True
 
     def _unproven(self, target: Value, opname: str, at: int) -> None:
@@ -397,9 +420,46 @@ PLANTABLE: Final = frozenset(
 )
 """Attribute names the unpickler or an allowlisted helper looks up on an instance and calls."""
 
+_LEAVES: Final = frozenset({type(None), bool, int, float, str, bytes})
 _DEEP: Final = 4
 _SHALLOW: Final = 2
 _MAX_REFS: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Role:
+    """What the model knows about a callable global, looked up once per name."""
+
+    dotted: str
+    allowlisted: bool
+    conditional: bool
+    special: bool
+    """It calls, instantiates or gives state to an argument, or its arguments are checked."""
+
+
+_SPECIAL: Final = frozenset(
+    {*CALLS, *INSTANTIATES, *GIVES_STATE, "dill._dill._load_type", "dill._dill._eval_repr"}
+)
+_ROLE_NAME: Final = 256
+
+
+def _role(func: GlobalRef) -> _Role:
+    if len(func.module) + len(func.name) > _ROLE_NAME:
+        return _compute_role(func)  # hostile names are not worth a cache slot
+    return _cached_role(func)
+
+
+def _compute_role(func: GlobalRef) -> _Role:
+    dotted = func.dotted
+    return _Role(
+        dotted=dotted,
+        allowlisted=is_allowlisted(dotted),
+        conditional=dotted in CONDITIONAL,
+        special=dotted in _SPECIAL,
+    )
+
+
+_cached_role: Final = functools.lru_cache(maxsize=1024)(_compute_role)
 
 
 def _may_be_callable(value: Value) -> bool:
@@ -408,6 +468,8 @@ def _may_be_callable(value: Value) -> bool:
 
 def _refs(value: Value, depth: int) -> list[GlobalRef]:
     """Imported names inside ``value`` (containers followed ``depth`` levels, bounded)."""
+    if type(value) in _LEAVES:
+        return []
     found: list[GlobalRef] = []
     todo: list[tuple[Value, int]] = [(value, 0)]
     budget = _MAX_REFS
@@ -428,12 +490,10 @@ def _made_by_reviewed_code(value: Value) -> bool:
     """An object an allowlisted class or helper built: calling it runs reviewed code."""
     if isinstance(value, Opaque):
         return True  # reported where it was made
-    return (
-        isinstance(value, Call)
-        and isinstance(value.func, GlobalRef)
-        and value.func.dotted not in CONDITIONAL
-        and is_allowlisted(value.func.dotted)
-    )
+    if not isinstance(value, Call) or not isinstance(value.func, GlobalRef):
+        return False
+    role = _role(value.func)
+    return role.allowlisted and not role.conditional
 
 
 def _state_dicts(state: Value) -> list[DictV]:
