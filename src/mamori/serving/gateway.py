@@ -48,12 +48,14 @@ from mamori.serving.mldr import Response as MldrResponse
 __all__ = [
     "Gateway",
     "GatewayConfig",
+    "InvokeBody",
     "ModelCard",
     "OutputPolicy",
     "Predictor",
     "TokenBucket",
     "authenticator",
     "create_app",
+    "handle_invoke",
 ]
 
 _log = structlog.get_logger("mamori.serving.gateway")
@@ -323,7 +325,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     async def invoke(body: InvokeBody, request: Request) -> Response:
         started = time.perf_counter()
         response = await run_in_threadpool(
-            _invoke, gateway, body, request.headers.get("authorization")
+            handle_invoke, gateway, body, request.headers.get("authorization")
         )
         gateway.latency.observe(time.perf_counter() - started)
         return response
@@ -335,7 +337,10 @@ def create_app(gateway: Gateway) -> FastAPI:
     return app
 
 
-def _invoke(gateway: Gateway, body: InvokeBody, header: str | None) -> Response:  # noqa: PLR0911
+def handle_invoke(  # noqa: PLR0911 - one return per refusal, in the documented order
+    gateway: Gateway, body: InvokeBody, header: str | None
+) -> Response:
+    """The request path of ``POST /v1/invoke`` without the HTTP layer (steps 1-6 above)."""
     outcome = gateway.requests
     if len(body.inputs) > gateway.config.max_rows:
         outcome.labels("too_large").inc()
