@@ -18,8 +18,9 @@ Clients (each a key unless said otherwise), each sending up to ``--queries`` que
 - inversion: a hill climb on one class' confidence from a blank image;
 - flood: natural images at 50 queries/s.
 
-Targets: benign false positives <= 1 % of benign keys per detector; each attack detected (by
-the detector meant for it) within its first 200 queries.
+Targets: benign false positives <= 1 % of benign keys per detector; each attack detected
+within its first 200 queries (by any detector: the issue's target; by the detector meant for
+it: reported too). extraction-natural is measured, not targeted.
 
 Usage: ``python bench/mldr_bench.py [--quick] [--benign N] [--queries Q] [--seed S]``.
 """
@@ -62,6 +63,7 @@ Client = Generator[np.ndarray, Answer, None]
 # The detector each attack is meant to trip (others may fire too; all are reported).
 EXPECTED: dict[str, Detector | None] = {
     "extraction-jbda": Detector.EXTRACTION,
+    "extraction-jbda-small": Detector.EXTRACTION,
     "extraction-natural": Detector.EXTRACTION,
     "membership-label-only": Detector.MEMBERSHIP,
     "evasion-hsj": Detector.EVASION,
@@ -76,13 +78,13 @@ def _benign(rng: np.random.Generator, pool: np.ndarray, n: int) -> Client:
         yield pool[rng.integers(len(pool))]
 
 
-def _jbda(rng: np.random.Generator, pool: np.ndarray, n: int) -> Client:
+def _jbda(rng: np.random.Generator, pool: np.ndarray, n: int, step: float = 4.0) -> Client:
     """Papernot et al. 2017: label the seeds, fit a substitute, step along sign(gradient)."""
     known = [pool[i] for i in rng.choice(len(pool), 10, replace=False)]
     labels: list[int] = []
     for x in known:
         labels.append((yield x)[0])  # noqa: PERF401 - each label answers a yield
-    sent, lam = len(known), 4.0  # a quarter of the pixel range (smaller teaches little)
+    sent, lam = len(known), step
     while sent < n:
         substitute = LogisticRegression(max_iter=300).fit(np.array(known), labels)
         classes = list(substitute.classes_)
@@ -169,6 +171,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     makers = {
         "extraction-jbda": _jbda,
+        "extraction-jbda-small": lambda r, p, n: _jbda(r, p, n, step=2.0),
         "extraction-natural": _benign,
         "membership-label-only": _membership,
         "evasion-hsj": _hsj,
@@ -258,6 +261,12 @@ def _summarise(
                 "median_queries": statistics.median(firsts) if firsts else None,
                 "max_queries": max(firsts) if firsts else None,
             }
+        anys = [min(q for _, q in events[g]) for g in groups if events.get(g)]
+        per["any"] = {
+            "detected": len(anys) / len(groups) if groups else 0.0,
+            "median_queries": statistics.median(anys) if anys else None,
+            "max_queries": max(anys) if anys else None,
+        }
         rows[name] = per
     verdicts = {}
     for detector in Detector:
@@ -266,12 +275,13 @@ def _summarise(
     for name, detector in EXPECTED.items():
         if detector is None or name == "extraction-natural":
             continue
-        cell = rows[name][detector.value]
-        verdicts[f"{name} by {detector.value}"] = (
-            cell["detected"] == 1.0
-            and cell["max_queries"] is not None
-            and cell["max_queries"] <= TARGET_QUERIES
-        )
+        for column, label in (("any", "any detector"), (detector.value, detector.value)):
+            cell = rows[name][column]
+            verdicts[f"{name} by {label} within {TARGET_QUERIES}"] = (
+                cell["detected"] == 1.0
+                and cell["max_queries"] is not None
+                and cell["max_queries"] <= TARGET_QUERIES
+            )
     return {
         "machine": f"{platform.machine()}, Python {platform.python_version()}",
         "seed": args.seed,
@@ -284,7 +294,7 @@ def _summarise(
 
 
 def _markdown(result: dict[str, Any]) -> str:
-    detectors = [d.value for d in Detector]
+    detectors = [*(d.value for d in Detector), "any"]
     lines = [
         "# MLDR benchmark",
         "",

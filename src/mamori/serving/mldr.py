@@ -135,7 +135,7 @@ class MldrConfig:
     prada_min: int = 50
     """Distances needed before the normality test runs."""
     prada_window: int = 200
-    prada_w: float = 0.93
+    prada_w: float = 0.85
     prada_points: int = 2_000
     """Cap on the growing set kept per key (all classes)."""
     # Evasion, Blacklight:
