@@ -282,3 +282,17 @@ def test_the_gateway_serves_a_model_running_in_the_sandbox(
     answer = client.post("/v1/invoke", json={"inputs": [[0.2], [2.8]]}, headers=_auth(issuer))
     assert answer.status_code == 200
     assert answer.json() == {"outputs": [0, 1]}
+
+
+class _Strings:
+    def predict(self, inputs: list[list[float]]) -> list[str]:
+        return ["cat"] * len(inputs)
+
+
+def test_an_output_mldr_cannot_read_is_withheld_with_502(
+    issuer: DevIssuer, verifier: VerifierConfig
+) -> None:
+    _, client, _ = _gateway(verifier, model=_Strings())
+    answer = client.post("/v1/invoke", json={"inputs": [[1.0]]}, headers=_auth(issuer))
+    assert answer.status_code == 502
+    assert "cat" not in answer.text

@@ -302,7 +302,8 @@ def _label_of(out: Any) -> tuple[int, float | None]:
         return top, score if 0.0 <= score <= 1.0 else None
     if isinstance(out, int | float) and not isinstance(out, bool) and float(out).is_integer():
         return int(out), None
-    raise MldrInputError("the model's output is neither a score vector nor an integer label")
+    # The model's fault, not the caller's: a 502, and nothing reaches the caller unwatched.
+    raise MamoriError("the model's output is neither a score vector nor an integer label")
 
 
 class InvokeBody(BaseModel):
