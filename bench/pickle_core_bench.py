@@ -11,7 +11,8 @@ references through the memo, every scalar type). For each: CPU seconds of ``mamo
 ``picklescan --strict -p`` as whole processes (``RUSAGE_CHILDREN``, median of ``--runs``; the
 machine is shared, so CPU time, not wall time), their ratio, mamori's MB/s, its verdict and
 rules, and mamori's peak RSS (``VmHWM``). ``--instructions`` adds valgrind (callgrind)
-instruction counts on a 1/50 slice of each shape, where CPU time jitters.
+instruction counts on a 1/50 slice of each shape, net of each tool's start-up (the same
+command on a tiny pickle), where CPU time jitters.
 
 Hashing at the limit: stored torch zips (about 192 MB; 48 MB with ``--quick``) with 3, 500,
 5,000 and 20,000 tensors: wall time of the library ``scan_path`` (in process, after a warm-up
@@ -253,16 +254,30 @@ def pickle_rows(files: dict[str, Path], runs: int, *, instructions: bool) -> lis
     return rows
 
 
+_BASELINE: dict[str, int | None] = {}
+
+
+def _net_instructions(tool: str, argv: list[str], path: Path) -> int | None:
+    """Instructions for ``argv + [path]`` minus the same command on a tiny pickle (start-up)."""
+    if tool not in _BASELINE:
+        tiny = WORK / "tiny-instructions.pkl"
+        tiny.write_bytes(pickle.dumps([1, "a"], protocol=4))
+        _BASELINE[tool] = _instructions([*argv, str(tiny)])
+    total = _instructions([*argv, str(path)])
+    base = _BASELINE[tool]
+    return None if total is None or base is None else max(total - base, 1)
+
+
 def _instruction_row(path: Path, picklescan: Path, mamori: Path) -> dict[str, Any]:
     data = path.read_bytes()
     part = WORK / f"slice-{path.name}"
     # The first 1/50 of the stream: malformed at its end for both scanners alike.
     part.write_bytes(data[: max(len(data) // 50, 1)])
     row: dict[str, Any] = {"slice_bytes": part.stat().st_size}
-    m_ir = _instructions([str(mamori), "scan", str(part)])
+    m_ir = _net_instructions("mamori", [str(mamori), "scan"], part)
     row["mamori_instructions"] = m_ir
     if picklescan.exists():
-        p_ir = _instructions([str(picklescan), "--strict", "-p", str(part)])
+        p_ir = _net_instructions("picklescan", [str(picklescan), "--strict", "-p"], part)
         row["picklescan_instructions"] = p_ir
         if m_ir and p_ir:
             row["x_picklescan_instructions"] = round(p_ir / m_ir, 2)
@@ -367,7 +382,7 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{r['verdict']} {' '.join(r['rules'])} |"
         )
     if any("mamori_instructions" in r for r in doc["pickles"]):
-        lines += ["", "Instructions (callgrind, 1/50 slice):", ""]
+        lines += ["", "Instructions (callgrind, 1/50 slice, net of start-up):", ""]
         lines += [
             f"- {r['shape']}: mamori {r.get('mamori_instructions')}, picklescan "
             f"{r.get('picklescan_instructions')}, x {r.get('x_picklescan_instructions')}"
