@@ -489,7 +489,10 @@ def _buttons(request: Request, user: ConsoleUser, view: ArtifactView) -> tuple[_
             reason = "no finished scan under the current ruleset"
         else:
             decision = lifecycle.preview(user.principal, view.sha256, action)
-            reason = "" if decision.allowed else decision.reason
+            policies = ", ".join(decision.policy_ids)
+            reason = (
+                "" if decision.allowed else decision.reason + (f" ({policies})" if policies else "")
+            )
         buttons.append(_Button(action.value, label, not reason, reason))
     return tuple(buttons)
 
