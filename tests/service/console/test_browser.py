@@ -1,4 +1,4 @@
-"""The console in a real Chromium: sign in, walk every view, approve as a second user.
+"""The console in a real Chromium: sign in, upload, walk every view, approve as a second user.
 
 Drives Debian's ``/usr/bin/chromium`` through Playwright against ``mamori serve`` running as a
 real process. Each page is checked with axe-core (vendored in tests/assets/axe): no serious or
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,10 +64,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
     with mamori_serve(data, port=port) as (url, _proc):
         digests = {}
-        for name, body in (
-            ("resnet-tiny.pkl", pickle.dumps({"weights": [0.1, 0.2]}, protocol=4)),
-            ("notebook-export.pkl", pickle.dumps(_Reduce(), protocol=4)),
-        ):
+        # The unsafe one arrives through the API; the safe one is uploaded in the browser.
+        for name, body in (("notebook-export.pkl", pickle.dumps(_Reduce(), protocol=4)),):
             r = httpx.post(
                 f"{url}/v1/artifacts",
                 params={"name": name},
@@ -116,9 +116,21 @@ def _check(page: Any, shots: Path, name: str) -> None:
     page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
 
 
-def test_a_security_team_walks_the_console_and_approves_with_four_eyes(site, chromium, shots):
+def _wait_for_verdict(page: Any) -> None:
+    deadline = time.monotonic() + 60
+    while page.locator("h1 .badge-quarantined").count() and time.monotonic() < deadline:
+        time.sleep(0.3)
+        page.reload()
+    assert page.locator("h1 .badge-quarantined").count() == 0, "the scan never finished"
+
+
+def test_a_security_team_walks_the_console_and_approves_with_four_eyes(
+    site, chromium, shots, tmp_path
+):
     url, mint, digests = site["url"], site["mint"], site["digests"]
-    safe, unsafe = digests["resnet-tiny.pkl"], digests["notebook-export.pkl"]
+    unsafe = digests["notebook-export.pkl"]
+    model = tmp_path / "resnet-tiny.pkl"
+    model.write_bytes(pickle.dumps({"weights": [0.1, 0.2]}, protocol=4))
 
     importer = _page(chromium)
     importer.goto(f"{url}/console/login")
@@ -130,6 +142,15 @@ def test_a_security_team_walks_the_console_and_approves_with_four_eyes(site, chr
     assert cookie["sameSite"] == "Strict"
     assert importer.evaluate("document.cookie") == ""  # script cannot read the session
     _check(importer, shots, "summary")
+
+    importer.click("text=Inventory")
+    assert importer.locator("table.list tbody tr").count() == 1
+    importer.set_input_files("#upload-file", str(model))
+    importer.click("form.upload button")
+    importer.wait_for_url(re.compile(r".*/console/artifacts/[0-9a-f]{64}$"))
+    safe = importer.url.rsplit("/", 1)[1]
+    _wait_for_verdict(importer)
+    assert importer.locator("h1 .badge-safe").is_visible()
 
     importer.click("text=Inventory")
     assert importer.locator("table.list tbody tr").count() == 2
@@ -156,8 +177,12 @@ def test_a_security_team_walks_the_console_and_approves_with_four_eyes(site, chr
     assert approver.locator("td", has_text="weights reviewed, no code").is_visible()
     _check(approver, shots, "model-card-approved")
 
+    _read_the_audit_and_sign_out(chromium, url, mint("root", "admin"), shots)
+
+
+def _read_the_audit_and_sign_out(chromium: Any, url: str, token: str, shots: Path) -> None:
     admin = _page(chromium)
-    _sign_in(admin, url, mint("root", "admin"))
+    _sign_in(admin, url, token)
     admin.click("text=Audit log")
     assert admin.locator("text=Chain verified").is_visible()
     assert admin.locator("td", has_text="safe -> approved").count() == 1

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from mamori.service.console.router import CSP, ConsoleUser, install_console
+from mamori.service.console.router import install_console
 from mamori.service.console.session import ConsoleSessions
+from mamori.service.console.web import CSP, ConsoleUser
 
 __all__ = ["CSP", "ConsoleSessions", "ConsoleUser", "install_console"]

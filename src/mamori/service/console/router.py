@@ -12,184 +12,67 @@ Every response carries a strict Content-Security-Policy (no script at all, style
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
-from itertools import islice
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
-from fastapi import APIRouter, Depends, FastAPI, Form, Path, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from jinja2 import Environment
+import anyio.to_thread
+from fastapi import FastAPI, Form, Query, Request
+from fastapi.responses import FileResponse, Response
 
-from mamori.errors import AccessDeniedError, ConfigError, IdentityError, MamoriError, StoreError
+from mamori.errors import AccessDeniedError, ConfigError, IdentityError, MamoriError
 from mamori.findings import Severity, Verdict
-from mamori.identity.apitokens import Scope, principal_scopes
-from mamori.identity.network import RouteGroup
+from mamori.identity.apitokens import Scope
 from mamori.identity.principal import Principal
 from mamori.lifecycle import Action, ArtifactView
-from mamori.service.auth import SUBJECT_STATE_KEY, get_runtime, network_guard
+from mamori.service.auth import (
+    authorize_system,
+    get_runtime,
+)
+from mamori.service.console import artifacts
 from mamori.service.console.charts import bar_chart
 from mamori.service.console.render import STATIC, environment
 from mamori.service.console.session import COOKIE, LOGIN_COOKIE, ConsoleSessions
+from mamori.service.console.web import (
+    ConsoleState,
+    ConsoleUser,
+    LoginRequiredError,
+    check_csrf,
+    console_router,
+    console_state,
+    current_user,
+    html,
+    html_errors,
+    redirect,
+    require_scope,
+    secure,
+    user_or_none,
+)
 from mamori.service.problems import status_for
-from mamori.store.auditlog import audit_head, verify_store_chain
-from mamori.store.models import ApprovalDecision, ArtifactState
+from mamori.service.upload import receive_blob
+from mamori.store.models import ArtifactState
 from mamori.text import printable
 
-__all__ = ["CSP", "install_console", "router"]
+__all__ = ["PAGE_SIZE", "install_console", "router"]
 
-CSP: Final = (
-    "default-src 'none'; script-src 'none'; style-src 'self'; img-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
-_HEADERS: Final = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    "Cache-Control": "no-store",
-}
 PAGE_SIZE: Final = 50
 _CSV_CAP: Final = 10_000
-_DIGEST: Final = r"^[0-9a-f]{64}$"
 # OWASP CSV injection: a cell starting with one of these is a formula in spreadsheet programs.
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 
-router = APIRouter(
-    prefix="/console",
-    include_in_schema=False,
-    dependencies=[Depends(network_guard(RouteGroup.API))],
-)
-Digest = Annotated[str, Path(pattern=_DIGEST)]
-
-
-@dataclass(frozen=True, slots=True)
-class _Console:
-    sessions: ConsoleSessions
-    templates: Environment
-
-
-@dataclass(frozen=True, slots=True)
-class ConsoleUser:
-    """The signed-in principal, verified again on this request, and its CSRF token."""
-
-    principal: Principal
-    csrf: str
-
-    def may(self, scope: Scope) -> bool:
-        """False when an API token lacks ``scope`` (JWT sessions carry no scopes)."""
-        scopes = principal_scopes(self.principal)
-        return scopes is None or scope in scopes
-
-
-class _LoginRequired(Exception):  # noqa: N818 - control flow, not an error report
-    """No valid session: send the browser to the login page."""
+router = console_router()
 
 
 def install_console(app: FastAPI) -> None:
     """Mount the console on ``app`` (its session key lives in the data directory)."""
     settings = app.state.runtime.settings
-    app.state.console = _Console(ConsoleSessions.from_dir(settings.data_dir), environment())
+    app.state.console = ConsoleState(ConsoleSessions.from_dir(settings.data_dir), environment())
     app.include_router(router)
-
-
-def _console(request: Request) -> _Console:
-    console: _Console = request.app.state.console
-    return console
-
-
-def _secure(response: Response) -> Response:
-    response.headers.update(_HEADERS)
-    return response
-
-
-def _html(
-    request: Request,
-    template: str,
-    user: ConsoleUser | None,
-    *,
-    status: int = HTTPStatus.OK,
-    **context: Any,
-) -> Response:
-    page = _console(request).templates.get_template(template)
-    body = page.render(user=user, who=_who(user), path=request.url.path, **context)
-    return _secure(HTMLResponse(body, status_code=status))
-
-
-def _who(user: ConsoleUser | None) -> str:
-    if user is None:
-        return ""
-    return user.principal.subject
-
-
-def _redirect(url: str) -> Response:
-    return _secure(RedirectResponse(url, status_code=HTTPStatus.SEE_OTHER))
-
-
-def _require(user: ConsoleUser, scope: Scope) -> None:
-    if not user.may(scope):
-        msg = f"this API token lacks the {scope.value!r} scope"
-        raise AccessDeniedError(msg, policy_ids=(f"api-token-scope-{scope.value}",))
-
-
-def current_user(request: Request) -> ConsoleUser:
-    """Open the session cookie and verify its credential with the API's code."""
-    cookie = request.cookies.get(COOKIE)
-    if not cookie:
-        raise _LoginRequired
-    sessions = _console(request).sessions
-    try:
-        opened = sessions.open(cookie)
-        principal = get_runtime(request).authenticate(opened.credential)
-    except IdentityError as exc:
-        raise _LoginRequired from exc
-    setattr(request.state, SUBJECT_STATE_KEY, principal.subject)  # for the access log
-    return ConsoleUser(principal, sessions.csrf_token(opened.nonce))
-
-
-def _page(handler: Callable[..., Response]) -> Callable[..., Response]:
-    """Render library errors as an HTML page with the API's status; no session → login."""
-
-    @functools.wraps(handler)
-    def _wrapped(*args: Any, **kwargs: Any) -> Response:
-        request: Request = kwargs["request"]
-        try:
-            return handler(*args, **kwargs)
-        except _LoginRequired:
-            response = _redirect("/console/login")
-            response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
-            return response
-        except MamoriError as exc:
-            user = _user_or_none(request)
-            return _html(
-                request,
-                "error.html",
-                user,
-                status=status_for(exc),
-                message=exc.diagnostics(),
-                policy_ids=exc.policy_ids if isinstance(exc, AccessDeniedError) else (),
-            )
-
-    return _wrapped
-
-
-def _user_or_none(request: Request) -> ConsoleUser | None:
-    try:
-        return current_user(request)
-    except _LoginRequired:
-        return None
-
-
-def _check_csrf(request: Request, user: ConsoleUser, token: str) -> None:
-    if not token or not secrets.compare_digest(user.csrf, token):
-        msg = "the form's CSRF token is missing or wrong; reload the page and try again"
-        raise AccessDeniedError(msg, policy_ids=("console-csrf",))
-    del request
+    app.include_router(artifacts.router)
 
 
 # --- static and login ----------------------------------------------------------------------
@@ -198,16 +81,20 @@ def _check_csrf(request: Request, user: ConsoleUser, token: str) -> None:
 @router.get("/static/console.css")
 def stylesheet() -> Response:
     """The console's one stylesheet (the CSP allows no other style source)."""
-    return _secure(FileResponse(STATIC / "console.css", media_type="text/css"))
+    return secure(FileResponse(STATIC / "console.css", media_type="text/css"))
 
 
 @router.get("/login")
-@_page
+@html_errors
 def login_form(request: Request) -> Response:
     """The sign-in form, with a fresh login CSRF value in a cookie and the form."""
     nonce = secrets.token_urlsafe(16)
-    response = _html(
-        request, "login.html", None, csrf=_console(request).sessions.csrf_token(nonce), error=""
+    response = html(
+        request,
+        "login.html",
+        None,
+        csrf=console_state(request).sessions.csrf_token(nonce),
+        error="",
     )
     _set_cookie(response, LOGIN_COOKIE, nonce, max_age=900)
     return response
@@ -220,14 +107,14 @@ def _set_cookie(response: Response, name: str, value: str, *, max_age: int) -> N
 
 
 @router.post("/login")
-@_page
+@html_errors
 def login(
     request: Request,
     credential: Annotated[str, Form(max_length=16 * 1024)] = "",
     csrf: Annotated[str, Form(max_length=128)] = "",
 ) -> Response:
     """Verify an API token or a JWT exactly as the API does; on success open a session."""
-    sessions = _console(request).sessions
+    sessions = console_state(request).sessions
     nonce = request.cookies.get(LOGIN_COOKIE, "")
     if not nonce or not sessions.csrf_ok(nonce, csrf):
         return _login_error(request, "The sign-in form expired; try again.", HTTPStatus.FORBIDDEN)
@@ -237,7 +124,7 @@ def login(
     except IdentityError as exc:
         return _login_error(request, f"Sign-in refused: {exc.diagnostics()}", 401)
     del principal, opened
-    response = _redirect("/console")
+    response = redirect("/console")
     response.delete_cookie(LOGIN_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
     _set_cookie(response, COOKIE, cookie, max_age=sessions.max_age_seconds)
     return response
@@ -245,12 +132,12 @@ def login(
 
 def _login_error(request: Request, message: str, status: int) -> Response:
     nonce = secrets.token_urlsafe(16)
-    response = _html(
+    response = html(
         request,
         "login.html",
         None,
         status=status,
-        csrf=_console(request).sessions.csrf_token(nonce),
+        csrf=console_state(request).sessions.csrf_token(nonce),
         error=message,
     )
     _set_cookie(response, LOGIN_COOKIE, nonce, max_age=900)
@@ -258,11 +145,11 @@ def _login_error(request: Request, message: str, status: int) -> Response:
 
 
 @router.post("/logout")
-@_page
+@html_errors
 def logout(request: Request, csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
     """End the session (the cookie is dropped; the credential itself stays valid)."""
-    _check_csrf(request, current_user(request), csrf)
-    response = _redirect("/console/login")
+    check_csrf(request, current_user(request), csrf)
+    response = redirect("/console/login")
     response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="strict")
     return response
 
@@ -271,11 +158,11 @@ def logout(request: Request, csrf: Annotated[str, Form(max_length=128)] = "") ->
 
 
 @router.get("")
-@_page
+@html_errors
 def summary(request: Request) -> Response:
     """Counts by state, verdict, severity and source, and scans per day."""
     user = current_user(request)
-    _require(user, Scope.READ)
+    require_scope(user, Scope.READ)
     counts = get_runtime(request).lifecycle.summary(user.principal)
     severities = dict(counts.by_severity)
     ordered = [(s.name.lower(), severities.get(s.name.lower(), 0)) for s in reversed(Severity)]
@@ -289,7 +176,7 @@ def summary(request: Request) -> Response:
             [(d.strftime("%m-%d"), n) for d, n in counts.scans_per_day],
         ),
     ]
-    return _html(
+    return html(
         request,
         "summary.html",
         user,
@@ -353,7 +240,7 @@ def _listing(
 
 
 @router.get("/inventory")
-@_page
+@html_errors
 def inventory(
     *,
     request: Request,
@@ -365,11 +252,11 @@ def inventory(
 ) -> Response:
     """Every artifact with its state, highest severity and last scan; filtered and paged."""
     user = current_user(request)
-    _require(user, Scope.READ)
+    require_scope(user, Scope.READ)
     filters = _parse_filters(state, verdict, severity, source)
     items, total = _listing(request, user, filters, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
     pages = max(1, -(-total // PAGE_SIZE))
-    return _html(
+    return html(
         request,
         "inventory.html",
         user,
@@ -443,7 +330,7 @@ def _binding(source: str, name: str, version: str) -> str:
 
 
 @router.get("/inventory.csv")
-@_page
+@html_errors
 def inventory_csv(
     request: Request,
     state: _Text = "",
@@ -453,7 +340,7 @@ def inventory_csv(
 ) -> Response:
     """The filtered inventory as CSV (at most 10,000 rows; formula cells neutralised)."""
     user = current_user(request)
-    _require(user, Scope.READ)
+    require_scope(user, Scope.READ)
     filters = _parse_filters(state, verdict, severity, source)
     body = "".join(_csv_rows(request, user, filters))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -462,134 +349,49 @@ def inventory_csv(
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="mamori-inventory-{stamp}.csv"'},
     )
-    return _secure(response)
+    return secure(response)
 
 
-# --- model card ----------------------------------------------------------------------------
+# --- upload --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Button:
-    """A decision button: enabled, or disabled with the reason the policies gave."""
+@router.post("/upload")
+async def upload(request: Request, csrf: Annotated[str, Query(max_length=128)] = "") -> Response:
+    """Quarantine a file posted from the inventory page and open its model card.
 
-    action: str
-    label: str
-    allowed: bool
-    reason: str
-
-
-def _buttons(request: Request, user: ConsoleUser, view: ArtifactView) -> tuple[_Button, ...]:
-    lifecycle = get_runtime(request).lifecycle
-    scan = view.latest_scan
-    buttons = []
-    for action, label in ((Action.APPROVE, "Approve"), (Action.REJECT, "Reject")):
-        if not user.may(Scope.DECIDE):
-            reason = "this API token lacks the 'decide' scope"
-        elif scan is None or scan.verdict is None:
-            reason = "no finished scan under the current ruleset"
-        else:
-            decision = lifecycle.preview(user.principal, view.sha256, action)
-            policies = ", ".join(decision.policy_ids)
-            reason = (
-                "" if decision.allowed else decision.reason + (f" ({policies})" if policies else "")
-            )
-        buttons.append(_Button(action.value, label, not reason, reason))
-    return tuple(buttons)
-
-
-def _findings(report: dict[str, Any] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Findings (most severe first) and member files of the stored file report."""
-    if not report:
-        return [], []
-    raw_findings = report.get("findings")
-    raw_members = report.get("members")
-    findings = (
-        [f for f in raw_findings if isinstance(f, dict)] if isinstance(raw_findings, list) else []
-    )
-    members = (
-        [m for m in raw_members if isinstance(m, dict)] if isinstance(raw_members, list) else []
-    )
-    findings.sort(key=lambda f: -_rank(str(f.get("severity", ""))))
-    return findings, members
-
-
-def _rank(label: str) -> int:
-    try:
-        return int(Severity.parse(label))
-    except ValueError:
-        return -1
-
-
-@router.get("/artifacts/{sha256}")
-@_page
-def model_card(request: Request, sha256: Digest) -> Response:
-    """One artifact: state, digest, names, gate answer, detections, files, decisions."""
-    user = current_user(request)
-    _require(user, Scope.READ)
-    lifecycle = get_runtime(request).lifecycle
-    view = lifecycle.view(user.principal, sha256)
-    report: dict[str, Any] | None = None
-    if view.latest_scan is not None and view.latest_scan.verdict is not None:
-        report = lifecycle.scan_report(user.principal, sha256)
-    findings, members = _findings(report)
-    return _html(
-        request,
-        "artifact.html",
-        user,
-        view=view,
-        gate=lifecycle.gate(sha256),
-        findings=findings,
-        members=members,
-        approvals=lifecycle.approvals(user.principal, sha256),
-        buttons=_buttons(request, user, view),
-    )
-
-
-@router.post("/artifacts/{sha256}/{action}")
-@_page
-def decide(
-    request: Request,
-    sha256: Digest,
-    action: Annotated[str, Path(pattern="^(approve|reject)$")],
-    csrf: Annotated[str, Form(max_length=128)] = "",
-    reason: Annotated[str, Form(max_length=2000)] = "",
-) -> Response:
-    """Approve or reject through the lifecycle (Cedar decides and audits, as on the API)."""
-    user = current_user(request)
-    _check_csrf(request, user, csrf)
-    _require(user, Scope.DECIDE)
-    decision = ApprovalDecision.APPROVED if action == "approve" else ApprovalDecision.REJECTED
-    get_runtime(request).lifecycle.decide(user.principal, sha256, decision, reason=reason.strip())
-    return _redirect(f"/console/artifacts/{sha256}")
-
-
-# --- audit ---------------------------------------------------------------------------------
-
-
-@router.get("/audit")
-@_page
-def audit(request: Request, page: Annotated[int, Query(ge=1, le=1_000_000)] = 1) -> Response:
-    """The audit chain newest first, paged, with the chain's verification status (admins)."""
-    user = current_user(request)
-    _require(user, Scope.ADMIN)
+    The CSRF token travels in the form's action URL: it must be checked before the body is
+    read, and the body is a stream of file bytes that is never parsed for other fields.
+    Referrer-Policy: no-referrer keeps that URL from leaking to other sites.
+    """
     runtime = get_runtime(request)
-    head, _hash = audit_head(runtime.store)
-    high = max(0, head - (page - 1) * PAGE_SIZE)
-    low = max(0, high - PAGE_SIZE)
-    # Authorized (admin, audited) before a record is read: a deny raises here.
-    records = list(islice(runtime.lifecycle.audit(user.principal, after=low), high - low))
+
+    def _admit() -> Principal:
+        user = current_user(request)
+        check_csrf(request, user, csrf)
+        require_scope(user, Scope.SCAN)
+        authorize_system(runtime, user.principal, Action.IMPORT)
+        return user.principal
+
     try:
-        verified, broken = verify_store_chain(runtime.store), ""
-    except StoreError as exc:
-        verified, broken = 0, exc.diagnostics()
-    return _html(
-        request,
-        "audit.html",
-        user,
-        records=[(r, datetime.fromtimestamp(r.timestamp, UTC)) for r in reversed(records)],
-        page=page,
-        pages=max(1, -(-head // PAGE_SIZE)),
-        head=head,
-        verified=verified,
-        broken=broken,
-    )
+        principal = await anyio.to_thread.run_sync(_admit)
+        uploaded = await receive_blob(
+            request, runtime.blobs, max_bytes=runtime.settings.max_upload_bytes
+        )
+        view = await anyio.to_thread.run_sync(
+            lambda: runtime.lifecycle.register(
+                principal, uploaded.blob, source="upload", name=uploaded.filename or "upload"
+            )
+        )
+    except LoginRequiredError:
+        return redirect("/console/login")
+    except MamoriError as exc:
+        user = await anyio.to_thread.run_sync(user_or_none, request)
+        return html(
+            request,
+            "error.html",
+            user,
+            status=status_for(exc),
+            message=exc.diagnostics(),
+            policy_ids=exc.policy_ids if isinstance(exc, AccessDeniedError) else (),
+        )
+    return redirect(f"/console/artifacts/{view.sha256}")
