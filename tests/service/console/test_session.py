@@ -10,6 +10,7 @@ import pytest
 from mamori.errors import IdentityError
 from mamori.service.console import CSP, ConsoleSessions
 from mamori.service.console.session import COOKIE
+from mamori.store.auditlog import iter_audit
 
 from .helpers import csrf_of, sign_in
 
@@ -153,3 +154,22 @@ def test_signing_out_drops_the_cookie(browser, mint):
     assert r.status_code == 303
     assert COOKIE not in browser.cookies
     assert re.search(r"/console/login", r.headers["location"])
+
+
+def test_a_refused_sign_in_is_counted_and_audited_like_a_refused_api_token(browser, app):
+    for _ in range(3):
+        form = browser.get("/console/login")
+        r = browser.post(
+            "/console/login", data={"credential": "not-a-jwt", "csrf": csrf_of(form.text)}
+        )
+        assert r.status_code == 401
+    samples = app.state.metrics.registry.get_sample_value(
+        "mamori_auth_refusals_total", {"reason": "unauthenticated", "group": "console"}
+    )
+    assert samples == 3
+    assert app.state.refusals.flush() == 1
+    (record,) = [
+        r for r in iter_audit(app.state.runtime.store) if r.action == "refused-unauthenticated"
+    ]
+    assert record.reason.startswith("3 request(s) refused")
+    assert "not-a-jwt" not in record.reason  # the credential itself is never logged

@@ -53,6 +53,7 @@ from mamori.service.console.web import (
     user_or_none,
 )
 from mamori.service.problems import status_for
+from mamori.service.refusals import RefusalLog, RefusalReason
 from mamori.service.upload import receive_blob
 from mamori.store.models import ArtifactState
 from mamori.text import printable
@@ -118,16 +119,32 @@ def login(
     nonce = request.cookies.get(LOGIN_COOKIE, "")
     if not nonce or not sessions.csrf_ok(nonce, csrf):
         return _login_error(request, "The sign-in form expired; try again.", HTTPStatus.FORBIDDEN)
+    runtime = get_runtime(request)
     try:
-        principal = get_runtime(request).authenticate(credential.strip())
-        cookie, opened = sessions.seal(credential.strip())
+        runtime.authenticate(credential.strip())
+        cookie, _opened = sessions.seal(credential.strip())
     except IdentityError as exc:
+        _record_refusal(request, exc)
         return _login_error(request, f"Sign-in refused: {exc.diagnostics()}", 401)
-    del principal, opened
     response = redirect("/console")
     response.delete_cookie(LOGIN_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
     _set_cookie(response, COOKIE, cookie, max_age=sessions.max_age_seconds)
     return response
+
+
+def _record_refusal(request: Request, exc: IdentityError) -> None:
+    """Count and audit (rate-limited) a refused sign-in, as the API does for a bad token."""
+    refusals: RefusalLog | None = getattr(request.app.state, "refusals", None)
+    if refusals is None:
+        return
+    peer = request.client.host if request.client is not None else None
+    address = get_runtime(request).network.client(peer, request.headers.getlist("x-forwarded-for"))
+    refusals.record(
+        RefusalReason.UNAUTHENTICATED,
+        source=str(address) if address is not None else "unknown",
+        group="console",
+        detail=exc.diagnostics(),
+    )
 
 
 def _login_error(request: Request, message: str, status: int) -> Response:
