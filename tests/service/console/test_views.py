@@ -169,8 +169,18 @@ def test_a_second_user_with_mfa_approves_and_the_decision_is_audited(
 def test_the_audit_view_reports_a_verified_chain(browser, mint, upload):
     upload(BENIGN)
     sign_in(browser, mint("root", "admin"))
-    page = browser.get("/console/audit").text
+    page = browser.get("/console/audit", params={"verify": "1"}).text
     assert "Chain verified: all" in page
+
+
+def test_the_audit_view_verifies_the_chain_only_when_asked(browser, mint, upload, app):
+    upload(BENIGN)
+    with app.state.runtime.store.write() as session:
+        session.execute(update(AuditRow).where(AuditRow.seq == 1).values(decision="allow!"))
+    sign_in(browser, mint("root", "admin"))
+    page = browser.get("/console/audit").text
+    assert "Verify the whole chain" in page
+    assert "Chain verif" not in page
 
 
 def test_the_audit_view_reports_a_tampered_chain(browser, mint, upload, app):
@@ -178,7 +188,7 @@ def test_the_audit_view_reports_a_tampered_chain(browser, mint, upload, app):
     with app.state.runtime.store.write() as session:
         session.execute(update(AuditRow).where(AuditRow.seq == 1).values(decision="allow!"))
     sign_in(browser, mint("root", "admin"))
-    page = browser.get("/console/audit").text
+    page = browser.get("/console/audit", params={"verify": "1"}).text
     assert "Chain verification FAILED" in page
     assert "record 1 was altered" in page
 
