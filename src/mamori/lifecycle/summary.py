@@ -52,10 +52,10 @@ def summarize(session: Session, ruleset_version: str, *, days: int = 14) -> Summ
     by_verdict = session.execute(
         select(ScanRow.verdict, func.count()).where(current).group_by(ScanRow.verdict)
     ).all()
+    # Grouped by the bare column: PostgreSQL does not match a bound-parameter coalesce in the
+    # GROUP BY to the one in the SELECT list.
     by_severity = session.execute(
-        select(func.coalesce(ScanRow.max_severity, "none"), func.count())
-        .where(current)
-        .group_by(func.coalesce(ScanRow.max_severity, "none"))
+        select(ScanRow.max_severity, func.count()).where(current).group_by(ScanRow.max_severity)
     ).all()
     by_source = session.execute(
         select(BindingRow.source, func.count(func.distinct(BindingRow.artifact_id))).group_by(
@@ -80,7 +80,7 @@ def summarize(session: Session, ruleset_version: str, *, days: int = 14) -> Summ
         artifacts=int(total),
         by_state=_pairs((s.value, n) for s, n in by_state),
         by_verdict=_pairs((v or "none", n) for v, n in by_verdict),
-        by_severity=_pairs((s, n) for s, n in by_severity),
+        by_severity=_pairs((s or "none", n) for s, n in by_severity),
         by_source=_pairs((s, n) for s, n in by_source),
         scans_per_day=tuple(
             (first + timedelta(days=i), per_day.get(first + timedelta(days=i), 0))
