@@ -198,3 +198,10 @@ def test_the_audit_view_is_refused_to_non_admins_by_the_policies(browser, mint):
     r = browser.get("/console/audit")
     assert r.status_code == 403
     assert "admin denied" in r.text
+
+
+def test_the_csv_export_is_refused_as_a_page_when_the_policies_deny_viewing(browser, mint):
+    sign_in(browser, mint("nobody"))
+    r = browser.get("/console/inventory.csv")
+    assert r.status_code == 403
+    assert r.headers["content-type"].startswith("text/html")
