@@ -27,7 +27,16 @@ from mamori.findings import ScanReport, Severity, Verdict
 from mamori.identity.principal import Principal
 from mamori.lifecycle.authz import Action, ArtifactFacts, LifecycleAuthorizer
 from mamori.lifecycle.blobs import BlobStore, StoredBlob
-from mamori.lifecycle.views import ArtifactView, GateResult, Page, ScanView, artifact_view
+from mamori.lifecycle.summary import Summary, summarize
+from mamori.lifecycle.views import (
+    ApprovalView,
+    ArtifactView,
+    GateResult,
+    Page,
+    ScanView,
+    artifact_view,
+)
+from mamori.policy.engine import Decision
 from mamori.scan import RULESET_VERSION, ScanPolicy, scan_path
 from mamori.scan.report.schema import build_document
 from mamori.store.auditlog import iter_audit
@@ -648,6 +657,34 @@ class Lifecycle:
                 msg = f"no finished scan for {sha256[:64]}"
                 raise NotFoundError(msg)
             return dict(latest.report)
+
+    def summary(self, principal: Principal, *, days: int = 14) -> Summary:
+        """Counts by state, verdict, severity and source, and scans per day (viewers)."""
+        self._authorize(principal, Action.VIEW, None)
+        with self.store.read() as session:
+            return summarize(session, self.ruleset_version, days=days)
+
+    def approvals(self, principal: Principal, sha256: str) -> tuple[ApprovalView, ...]:
+        """Every decision on the artifact, oldest first, if the caller may view it."""
+        self.view(principal, sha256)
+        with self.store.read() as session:
+            row = self._artifact_row(session, sha256)
+            found = session.execute(
+                select(ApprovalRow)
+                .where(ApprovalRow.artifact_id == row.id)
+                .order_by(ApprovalRow.id)
+            ).scalars()
+            return tuple(ApprovalView.of(a) for a in found)
+
+    def preview(self, principal: Principal, sha256: str, action: Action) -> Decision:
+        """What Cedar would answer ``principal`` for ``action`` on the artifact now.
+
+        Not audited and not enforcing: it lets a screen disable a button with the policy's
+        reason. The action itself is decided (and audited) again when it is requested.
+        """
+        with self.store.read() as session:
+            facts = self._facts(session, self._artifact_row(session, sha256))
+        return self.authz.decide(principal, action, facts)
 
     def audit(self, principal: Principal, *, after: int = 0) -> Iterator[AuditRecord]:
         """Audit records after ``after``, for export (admins only)."""

@@ -6,9 +6,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from mamori.store.models import ArtifactRow, ArtifactState, BindingRow, ScanRow, ScanStatus
+from mamori.store.models import (
+    ApprovalDecision,
+    ApprovalRow,
+    ArtifactRow,
+    ArtifactState,
+    BindingRow,
+    ScanRow,
+    ScanStatus,
+)
 
-__all__ = ["ArtifactView", "BindingView", "GateResult", "Page", "ScanView", "artifact_view"]
+__all__ = [
+    "ApprovalView",
+    "ArtifactView",
+    "BindingView",
+    "GateResult",
+    "Page",
+    "ScanView",
+    "artifact_view",
+]
 
 T = TypeVar("T")
 
@@ -80,6 +96,25 @@ class ArtifactView:
     deployable: bool
     latest_scan: ScanView | None
     bindings: tuple[BindingView, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalView:
+    """One approval, rejection or override, and the scan it was decided on."""
+
+    decision: ApprovalDecision
+    actor: str
+    reason: str
+    policy_ids: tuple[str, ...]
+    scan_id: int | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: ApprovalRow) -> ApprovalView:
+        """Copy a row into a view."""
+        return cls(
+            row.decision, row.actor, row.reason, tuple(row.policy_ids), row.scan_id, row.created_at
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from mamori.identity.network import RouteGroup
 from mamori.policy.engine import PolicyEngine
 from mamori.service import admin, routes
 from mamori.service.auth import RuntimeDep, network_guard
+from mamori.service.console import install_console
 from mamori.service.mlflow_hooks import mlflow_router
 from mamori.service.observe import CountingAuthorizer, Metrics, ObserveMiddleware
 from mamori.service.problems import install_problem_handlers, problem
@@ -116,6 +117,7 @@ def create_app(
     app.include_router(routes.admin_router)
     app.include_router(admin.router)
     app.include_router(mlflow_router(runtime, doorbell=mlflow_doorbell))
+    install_console(app)
 
     _health_routes(app, metrics)
     return app
