@@ -146,6 +146,8 @@ def _banner(url: str, importer: str, approver: str, sample: Path, sha: str) -> N
     _say(f'  curl -s -X POST -H "Authorization: Bearer $APPROVER" {url}/v1/artifacts/{sha}/approve')
     _say(f'  curl -s -H "Authorization: Bearer $APPROVER" "{url}/v1/gate?digest={sha}"')
     _say()
+    _say(f"Security console: {url}/console  (sign in by pasting $APPROVER or $IMPORTER)")
+    _say()
     _say("Running in the foreground; Ctrl-C stops everything.")
 
 
