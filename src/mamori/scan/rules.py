@@ -22,7 +22,7 @@ from mamori.findings import Finding, Location, Severity
 
 __all__ = ["RULES", "RULESET_VERSION", "Rule", "rule"]
 
-RULESET_VERSION: Final = "2026.12.1"
+RULESET_VERSION: Final = "2026.12.2"
 
 SUPPLY_CHAIN: Final = ("AML.T0010.003", "AML.T0011.000")
 DOS: Final = ("AML.T0029",)

@@ -257,9 +257,13 @@ def _builtin_class(dotted: str) -> bool | None:
 
 
 def _drop_builtin_class_noise(finding: Finding) -> bool:
-    """The analyser grades libtorch's own custom classes as unknown classes; they are not."""
+    """The analyser grades libtorch's own custom classes as unknown classes; they are not.
+
+    MAM-PKL-003: their registered C++ ``__setstate__`` receives a tuple state, which the model
+    grades as class code given data (a slot state); for libtorch's own classes it is reviewed.
+    """
     evidence = finding.evidence or ""
-    return finding.rule_id in {"MAM-PKL-004", "MAM-PKL-006"} and bool(
+    return finding.rule_id in {"MAM-PKL-003", "MAM-PKL-004", "MAM-PKL-006"} and bool(
         _builtin_class(evidence.split(" ", 1)[0])
     )
 

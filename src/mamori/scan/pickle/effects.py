@@ -129,7 +129,9 @@ class Effects:
                 resolved = self._conditional(func, args, at)
                 if resolved is not None:
                     return resolved
-            newobj = kind in (CallKind.NEWOBJ, CallKind.NEWOBJ_EX)
+            # NEWOBJ runs only cls.__new__, but with the file's arguments: class code that
+            # receives data is a call (sympy's Tuple.__new__ sympifies, i.e. evals, strings).
+            newobj = kind in (CallKind.NEWOBJ, CallKind.NEWOBJ_EX) and _no_arguments(args, kwargs)
             tr.use(func, UseKind.INSTANTIATED if newobj else UseKind.CALLED, at)
             self._follow(func, args, kwargs, at, 0)
             if (
@@ -244,7 +246,9 @@ class Effects:
         for i in INSTANTIATES.get(dotted, ()):
             if i < len(positional):
                 handled.add(i)
-                self._instantiate(positional[i], at)
+                self._instantiate(
+                    positional[i], at, with_args=_new_gets_arguments(dotted, positional)
+                )
         for i in GIVES_STATE.get(dotted, ()):
             if i < len(positional):
                 self._plants(positional[i], at)
@@ -276,9 +280,10 @@ class Effects:
             )
         self._reach_all(callargs, at, _DEEP)
 
-    def _instantiate(self, cls: Value, at: int) -> None:
+    def _instantiate(self, cls: Value, at: int, *, with_args: bool = False) -> None:
         if isinstance(cls, GlobalRef):
-            self.trace.use(cls, UseKind.INSTANTIATED, at)
+            # cls.__new__ given the file's arguments is a call of class code with data.
+            self.trace.use(cls, UseKind.CALLED if with_args else UseKind.INSTANTIATED, at)
         elif _may_be_callable(cls) and not isinstance(cls, Opaque):
             self.trace.events.append(
                 Event(
@@ -348,6 +353,10 @@ class Effects:
         tr = self.trace
         if isinstance(target, Call):
             self._used_as_object(target, at)
+            if isinstance(target.func, GlobalRef) and _sets_slots(state):
+                # setattr runs the class's property setters and __setattr__ with the file's
+                # values: class code given data is a call (sympy's Beam.length setter evals).
+                tr.use(target.func, UseKind.CALLED, at)
             if len(target.state) < 64:  # noqa: PLR2004 - keep a few for hooks, bounded
                 target.state.append(state)
         elif isinstance(target, GlobalRef):
@@ -462,6 +471,39 @@ def _compute_role(func: GlobalRef) -> _Role:
 _cached_role: Final = functools.lru_cache(maxsize=1024)(_compute_role)
 
 
+def _no_arguments(args: Value, kwargs: Value) -> bool:
+    """True when a ``cls.__new__(cls, *args, **kwargs)`` receives nothing from the file."""
+    no_args = args == ()
+    no_kwargs = kwargs is None or (
+        isinstance(kwargs, DictV) and not kwargs.items and not kwargs.dropped
+    )
+    return no_args and no_kwargs
+
+
+def _new_gets_arguments(helper: str, positional: tuple[Value, ...]) -> bool:
+    """Whether an instantiating helper passes file data on to ``cls.__new__``."""
+    rest = positional[1:]
+    if helper == "copyreg.__newobj__":  # cls.__new__(cls, *args)
+        return bool(rest)
+    if helper == "copyreg.__newobj_ex__":  # cls.__new__(cls, *args, **kwargs)
+        return not _no_arguments(rest[0] if rest else (), rest[1] if len(rest) > 1 else None)
+    if helper in _NEW_FROM_DICT:  # cls.__new__(cls, **d)
+        return not _no_arguments((), rest[0] if rest else None)
+    return False
+
+
+_NEW_FROM_DICT: Final = frozenset(
+    {
+        "pandas.core.indexes.base._new_Index",
+        "pandas.core.indexes.datetimes._new_DatetimeIndex",
+        "pandas.core.indexes.interval._new_IntervalIndex",
+        "pandas.core.indexes.timedeltas._new_TimedeltaIndex",
+        "pandas.core.indexes.period._new_PeriodIndex",
+    }
+)
+"""Helpers that instantiate ``cls`` as ``cls.__new__(cls, **d)`` (MODEL.md, INSTANTIATES)."""
+
+
 def _may_be_callable(value: Value) -> bool:
     return isinstance(value, GlobalRef | Call | PersistentRef | Opaque)
 
@@ -494,6 +536,16 @@ def _made_by_reviewed_code(value: Value) -> bool:
         return False
     role = _role(value.func)
     return role.allowlisted and not role.conditional
+
+
+def _sets_slots(state: Value) -> bool:
+    """Whether a BUILD state is ``(dict, slots)`` with slots to ``setattr``."""
+    if not isinstance(state, tuple) or len(state) != 2:  # noqa: PLR2004 - (dict, slots)
+        return False
+    slots = state[1]
+    return slots is not None and not (
+        isinstance(slots, DictV) and not slots.items and not slots.dropped
+    )
 
 
 def _state_dicts(state: Value) -> list[DictV]:
