@@ -65,3 +65,12 @@ def test_an_import_without_a_known_issuer_counts_as_the_approvers_issuer(lifecyc
         row.imported_by_issuer = ""  # a row the 0004 backfill could not attribute
     with pytest.raises(AccessDeniedError):
         lifecycle.decide(_person("https://else.test", "Ivan", "approver"), sha, APPROVE)
+
+
+def test_freshEyes_invisible_mark_approver_is_the_importer(lifecycle, upload):  # noqa: N802
+    # "ivan\u034f" (combining grapheme joiner) reads as "ivan" and survives NFKC casefolding.
+    sha = upload(BENIGN, by="ivan")
+    lifecycle.run_scan(sha)
+    with pytest.raises(AccessDeniedError) as exc:
+        lifecycle.decide(_person("https://idp.test", "iva\u034fn", "approver"), sha, APPROVE)
+    assert exc.value.policy_ids == ("four-eyes",)
