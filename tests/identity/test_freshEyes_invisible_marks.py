@@ -77,7 +77,7 @@ def test_freshEyes_invisible_marks_visible_combining_marks_and_scripts_still_ver
     reason="four eyes folds with NFKC+casefold only; cross-script confusables (UTS #39 "
     "skeletons: Cyrillic i, Turkish dotless i) stay two people",
 )
-@pytest.mark.parametrize("twin", ["\u0456van", "\u0131van", "iv\u0430n"])
+@pytest.mark.parametrize("twin", ["\u0456van", "\u0131van", "iv\u0430n", "i\u0307van"])
 def test_freshEyes_confusable_script_twin_is_the_same_person_for_four_eyes(twin):
     # ``twin`` verifies (it is visible text) and reads as "ivan" in the audit log.
     assert printable(twin) == twin
