@@ -11,8 +11,9 @@ import pytest
 from urllib3.util import parse_url
 
 from mamori.errors import ConfigError
-from mamori.genai import SinkSpec, ToolGateway
-from mamori.genai.hospital import PATIENT_SCHEMA
+from mamori.genai import ContextFactory, Session, SinkSpec, ToolGateway
+from mamori.genai.hospital import HOSPITAL_CLAIMS, HOSPITAL_DOMAIN, PATIENT_SCHEMA
+from mamori.identity import DevIssuer, JwksSource, VerifierConfig
 
 SECRET = "p2 has asthma"
 
@@ -109,3 +110,23 @@ def test_freshEyes_camelcase_an_identity_argument_is_refused(hospital):
         @register
         def search(ctx, *, tenantName: str) -> str:  # noqa: N803 -- the attack's spelling
             return tenantName
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a GenAI principal is User::<subject> with user_id=<subject>: the issuer is not "
+    "part of the Cedar identity, so one subject at two trusted issuers is one care-team member",
+)
+def test_freshEyes_second_issuer_same_subject_is_not_the_same_doctor(hospital, doctor, tmp_path):
+    other = DevIssuer(tmp_path / "other", issuer="https://other-idp.test", audience="mamori")
+    config = VerifierConfig(
+        issuer="https://other-idp.test",
+        audience="mamori",
+        jwks=JwksSource(path=other.jwks_path),
+        claims=HOSPITAL_CLAIMS,
+    )
+    factory = ContextFactory(config, HOSPITAL_DOMAIN, hospital.state)
+    twin = Session(factory.from_token(other.mint("dr-house", roles=["doctor"], tenant="st-mary")))
+    assert hospital.gateway.call(doctor, "get_patient", {"patient_id": "p1"}).ok
+    # Another issuer's "dr-house" is another person: p1's care team does not list them.
+    assert not hospital.gateway.call(twin, "get_patient", {"patient_id": "p1"}).ok
