@@ -9,8 +9,12 @@ string is *refused* wherever it enters, never silently cleaned, so that what is 
 the caller sent. :func:`printable` escapes whatever older records still hold when they are
 printed.
 
-"Non-printable" is :meth:`str.isprintable`: the Unicode categories Other (Cc, Cf, Co, Cn, Cs)
-and Separator except the ASCII space.
+"Non-printable" is :meth:`str.isprintable` (the Unicode categories Other (Cc, Cf, Co, Cn, Cs)
+and Separator except the ASCII space) plus the characters that ``isprintable`` accepts but that
+render as nothing: the rest of Unicode's Default_Ignorable_Code_Point set (the combining
+grapheme joiner U+034F, variation selectors, Mongolian free variation selectors, Hangul
+fillers, Khmer inherent vowels) and the blank Braille pattern U+2800. ``"ivan\u034f"`` is
+printable to Python yet reads exactly as ``ivan``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ __all__ = [
     "name_problem",
     "printable",
     "text_problem",
+    "visible",
 ]
 
 MAX_NAME: Final = 512
@@ -33,6 +38,29 @@ MAX_NAME: Final = 512
 
 _LATIN1_MAX: Final = 0xFF
 _BMP_MAX: Final = 0xFFFF
+
+#: Printable (to :meth:`str.isprintable`) code points that display as nothing: the letters
+#: and marks of Unicode's Default_Ignorable_Code_Point property (DerivedCoreProperties.txt;
+#: its format characters are already non-printable) and the blank Braille pattern.
+_INVISIBLE_RANGES: Final = (
+    (0x034F, 0x034F),  # COMBINING GRAPHEME JOINER
+    (0x115F, 0x1160),  # HANGUL CHOSEONG / JUNGSEONG FILLER
+    (0x17B4, 0x17B5),  # KHMER VOWEL INHERENT AQ / AA
+    (0x180B, 0x180F),  # MONGOLIAN FREE VARIATION SELECTORS (and VOWEL SEPARATOR)
+    (0x2800, 0x2800),  # BRAILLE PATTERN BLANK
+    (0x3164, 0x3164),  # HANGUL FILLER
+    (0xFE00, 0xFE0F),  # VARIATION SELECTORS 1-16
+    (0xFFA0, 0xFFA0),  # HALFWIDTH HANGUL FILLER
+    (0xE0100, 0xE01EF),  # VARIATION SELECTORS 17-256
+)
+
+
+def visible(char: str) -> bool:
+    """True when ``char`` is printable and shows as something (see the module docstring)."""
+    if not char.isprintable():
+        return False
+    code = ord(char)
+    return not any(low <= code <= high for low, high in _INVISIBLE_RANGES)
 
 
 def _escape(char: str) -> str:
@@ -46,9 +74,9 @@ def _escape(char: str) -> str:
 
 def printable(text: str) -> str:
     """``text`` with every non-printable character written as a Python-style escape."""
-    if text.isprintable():
+    if text.isascii() and text.isprintable():
         return text
-    return "".join(c if c.isprintable() else _escape(c) for c in text)
+    return "".join(c if visible(c) else _escape(c) for c in text)
 
 
 def text_problem(text: str) -> str | None:
@@ -61,9 +89,10 @@ def text_problem(text: str) -> str | None:
         return "is empty"
     if text != text.strip():
         return "has leading or trailing whitespace"
-    if not text.isprintable():
-        bad = next(c for c in text if not c.isprintable())
-        return f"holds the non-printable character {_escape(bad)}"
+    if not (text.isascii() and text.isprintable()):
+        bad = next((c for c in text if not visible(c)), None)
+        if bad is not None:
+            return f"holds the non-printable character {_escape(bad)}"
     return None
 
 

@@ -54,11 +54,16 @@ class ArgKind(enum.Enum):
     SINK = "sink"
 
 
+def _words(name: str) -> str:
+    """``name`` as lower-case words joined by ``_``: ``patientId`` and ``patient-id`` too."""
+    split = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
+    return re.sub(r"[^a-z0-9]+", "_", split.lower())
+
+
 def lint_schema_fields(names: typing.Iterable[str]) -> None:
     """Raise :class:`ConfigError` if a model-visible field names an identity attribute."""
     for name in names:
-        normal = re.sub(r"[^a-z0-9]+", "_", name.lower())
-        if _IDENTITY_FIELD.search(normal):
+        if _IDENTITY_FIELD.search(_words(name)):
             msg = f"tool argument {name!r} looks like identity; inject it instead"
             raise ConfigError(msg)
 
@@ -138,7 +143,7 @@ def declare(
         if kind is ArgKind.RESOURCE and annotation not in {str, list[str]}:
             msg = f"tool {tool!r}: resource argument {name!r} must be str or list[str]"
             raise ConfigError(msg)
-        if kind is ArgKind.FREE_TEXT and _ID_LIKE.search(re.sub(r"[^a-z0-9]+", "_", name.lower())):
+        if kind is ArgKind.FREE_TEXT and _ID_LIKE.search(_words(name)):
             msg = (
                 f"tool {tool!r}: argument {name!r} looks like a resource id; declare it in "
                 "resources= so that every id is authorized"

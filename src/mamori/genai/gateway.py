@@ -117,9 +117,19 @@ class SinkSpec:
     body_arg: str = "body"
 
     def destination_allowed(self, destination: str) -> bool:
-        """Exact match for addresses, host match for URLs."""
+        r"""Exact match for addresses, host match for URLs.
+
+        A URL with a backslash, whitespace, a non-printable character or userinfo is refused:
+        URL parsers disagree on them (``https://evil\@allowed/`` is ``allowed`` to
+        :func:`urllib.parse.urlsplit` and ``evil`` to urllib3 and browsers), and the host
+        checked here must be the host the sink's HTTP client connects to.
+        """
         if "://" in destination:
+            if "\\" in destination or not destination.isprintable() or " " in destination:
+                return False
             parts = urlsplit(destination)
+            if "@" in parts.netloc:
+                return False
             return parts.scheme == "https" and (parts.hostname or "") in self.allowed_destinations
         return destination.strip().lower() in self.allowed_destinations
 
@@ -369,10 +379,18 @@ class ToolGateway:
             labels = set(self.labels(session))
         except (StoreError, ConfigError) as exc:
             self._refuse(ctx, tool.action, str(uid), f"conversation state unavailable: {exc}")
-        body = args.get(sink.body_arg)
-        if isinstance(body, str) and self._text_labeler is not None:
+        # The body and every free-text argument leave through the sink: a title or a note
+        # carries text as well as the body does, so all of it is labelled.
+        texts = [
+            value
+            for arg, kind in tool.kinds.items()
+            if arg == sink.body_arg or kind is ArgKind.FREE_TEXT
+            for value in _strings(args.get(arg))
+        ]
+        if texts and self._text_labeler is not None:
             try:
-                labels |= self._text_labeler(body)
+                for text in texts:
+                    labels |= self._text_labeler(text)
             # The labeler is the application's (or Presidio's) code: a failure is a deny.
             except Exception as exc:  # noqa: BLE001
                 self._refuse(
@@ -383,3 +401,12 @@ class ToolGateway:
         )
         if not decision.allowed:
             raise _Refusal("this session's data may not be sent to this sink")
+
+
+def _strings(value: Any) -> list[str]:
+    """The strings a model-filled argument holds (a string or a list of strings)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []

@@ -13,7 +13,11 @@ make a request with a *known* ``kid`` wait. The rules:
    refused and the next one, after the refresh, verifies.
 3. Known keys older than ``ttl_seconds`` are still used while a background refresh replaces
    them (key rotation, removal of a compromised key).
-4. A failed refresh keeps the previous keys. Only the very first load happens on the request
+4. A failed refresh keeps the previous keys, for at most ``max_stale_seconds`` after the last
+   successful load: past that, every token is refused until a refresh succeeds. Otherwise an
+   attacker holding a key the IdP has since withdrawn (a leaked key, rotated out) would only
+   need to keep mamori from reaching the JWKS endpoint to keep it valid for ever.
+   Only the very first load happens on the request
    path (there is nothing to verify with before it); it is single-flighted and retried at most
    once per :data:`_FIRST_LOAD_RETRY` seconds when it fails.
 
@@ -64,6 +68,7 @@ class JwksSource:
         url: str | None = None,
         ttl_seconds: float = 300.0,
         refresh_interval_seconds: float = 60.0,
+        max_stale_seconds: float = 24 * 3600.0,
         client: httpx.Client | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -72,10 +77,13 @@ class JwksSource:
             raise IdentityError("configure exactly one of a JWKS path or a JWKS URL")
         if refresh_interval_seconds <= 0 or ttl_seconds <= 0:
             raise IdentityError("JWKS refresh interval and TTL must be positive")
+        if max_stale_seconds < ttl_seconds:
+            raise IdentityError("JWKS max_stale_seconds must be at least the TTL")
         self._path = path
         self._url = url
         self._ttl = ttl_seconds
         self._interval = refresh_interval_seconds
+        self._max_stale = max_stale_seconds
         self._client = client
         self._clock = clock
         self._keys: Keys = MappingProxyType({})
@@ -95,8 +103,12 @@ class JwksSource:
         found = keys.get(kid)
         now = self._clock()
         if found is not None:
-            if now - self._loaded_at > self._ttl:
+            age = now - self._loaded_at
+            if age > self._ttl:
                 self._schedule(now)
+            if age > self._max_stale:
+                msg = "the configured JWKS could not be refreshed for too long; refusing its keys"
+                raise IdentityError(msg)
             return found
         if self._remember_unknown(kid, now):
             self._schedule(now)

@@ -19,7 +19,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from mamori.errors import IdentityError
-from mamori.text import text_problem
+from mamori.text import text_problem, visible
 
 __all__ = ["SubjectRules", "check_subject"]
 
@@ -59,7 +59,7 @@ class SubjectRules:
         whitespace) are dropped here too, so records made before subjects were checked
         (or by a path that does not check) still compare as the person they read as.
         """
-        cleaned = "".join(c for c in subject if c.isprintable()).strip()
+        cleaned = "".join(c for c in subject if visible(c)).strip()
         if issuer in self.case_sensitive_issuers:
             key = unicodedata.normalize("NFKC", cleaned)
         else:

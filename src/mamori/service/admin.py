@@ -7,6 +7,7 @@ scope, and asks Cedar for the ``admin`` action (which is audited) before doing a
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from http import HTTPStatus
 from itertools import chain
@@ -17,7 +18,8 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
 from mamori.audit.chain import AuditRecord
-from mamori.identity.apitokens import Scope
+from mamori.errors import AccessDeniedError
+from mamori.identity.apitokens import Scope, principal_scopes
 from mamori.identity.network import RouteGroup
 from mamori.identity.principal import Principal
 from mamori.service.auth import RuntimeDep, authorize_admin, network_guard, requires
@@ -48,6 +50,7 @@ def who(principal: Principal) -> str:
 def create_token(runtime: RuntimeDep, principal: Admin, body: TokenIn) -> TokenCreated:
     """Create an API token; its secret is in this response and nowhere else, ever."""
     authorize_admin(runtime, principal)
+    _check_delegation(principal, body)
     issued = runtime.tokens.create(
         name=body.name,
         subject=body.subject or f"ci:{body.name}",
@@ -57,6 +60,29 @@ def create_token(runtime: RuntimeDep, principal: Admin, body: TokenIn) -> TokenC
         ttl_seconds=body.ttl_seconds,
     )
     return TokenCreated(**TokenOut.of(issued.info).model_dump(), token=issued.secret)
+
+
+def _check_delegation(principal: Principal, body: TokenIn) -> None:
+    """An API token mints only tokens narrower and shorter-lived than itself.
+
+    Otherwise a stolen admin token with an hour to live mints a token that never expires,
+    survives the first one's revocation, and carries scopes and roles the first never had.
+    """
+    scopes = principal_scopes(principal)
+    if scopes is None:
+        return  # a person's (JWT) session; the policies decide alone
+    extra_scopes = set(body.scopes) - scopes
+    extra_roles = set(body.roles) - principal.roles
+    outlives = principal.expires_at != 0 and (
+        # One second of margin: ``expires_at`` is whole seconds and the store reads its own clock.
+        body.ttl_seconds is None or time.time() + body.ttl_seconds + 1 > principal.expires_at
+    )
+    if extra_scopes or extra_roles or outlives:
+        msg = (
+            "an API token may only create tokens with a subset of its own scopes and roles "
+            "that expire no later than itself"
+        )
+        raise AccessDeniedError(msg, policy_ids=("api-token-delegation",))
 
 
 @router.get("/tokens", response_model=list[TokenOut], summary="List API tokens")
