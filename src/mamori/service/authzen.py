@@ -10,19 +10,23 @@ until one is configured every route answers 503, never a decision.
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Annotated, Any, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from mamori.errors import AccessDeniedError
-from mamori.genai.authzen import AccessRequest, AuthZenPdp, EvaluationsSemantic, SqlMapping
 from mamori.identity.apitokens import Scope, principal_scopes
 from mamori.identity.network import RouteGroup
 from mamori.identity.principal import Principal
 from mamori.service.auth import network_guard, scoped_principal
 from mamori.service.problems import problem
+
+if TYPE_CHECKING:
+    # mamori.genai needs the [genai] extra; a [service]-only install still imports this module
+    # (its routes then answer 503), so the PDP's types are imported where a PDP exists.
+    from mamori.genai.authzen import AccessRequest, AuthZenPdp
 
 __all__ = ["router"]
 
@@ -80,7 +84,9 @@ class PartialEvaluationIn(_Strict):
 class OptionsIn(_Strict):
     """Batch options (section 7.1.2)."""
 
-    evaluations_semantic: EvaluationsSemantic = EvaluationsSemantic.EXECUTE_ALL
+    evaluations_semantic: Literal["execute_all", "deny_on_first_deny", "permit_on_first_permit"] = (
+        "execute_all"
+    )
 
 
 class EvaluationsIn(_Strict):
@@ -143,6 +149,8 @@ def _pdp(request: Request) -> AuthZenPdp | JSONResponse:
 
 
 def _request(item: EvaluationIn) -> AccessRequest:
+    from mamori.genai.authzen import AccessRequest  # noqa: PLC0415 -- see TYPE_CHECKING above
+
     return AccessRequest(
         subject_id=item.subject.id,
         subject_type=item.subject.type,
@@ -198,7 +206,10 @@ def evaluations(
             return problem(HTTPStatus.BAD_REQUEST, detail)
         context = item.context if item.context is not None else (body.context or {})
         requests.append(_request(EvaluationIn.model_validate({**merged, "context": context})))
-    decisions = pdp.evaluate_many(token, requests, body.options.evaluations_semantic)
+    from mamori.genai.authzen import EvaluationsSemantic  # noqa: PLC0415 -- see TYPE_CHECKING
+
+    semantic = EvaluationsSemantic(body.options.evaluations_semantic)
+    decisions = pdp.evaluate_many(token, requests, semantic)
     if not body.evaluations:
         return JSONResponse(decisions[0].to_json(), headers=_echo(request))
     return JSONResponse({"evaluations": [d.to_json() for d in decisions]}, headers=_echo(request))
@@ -219,6 +230,8 @@ def residual_filter(
     resource_type = body.resource_type or (body.resource.type if body.resource else None)
     if resource_type is None:
         return problem(HTTPStatus.BAD_REQUEST, "name the resource type: resource.type")
+    from mamori.genai.authzen import SqlMapping  # noqa: PLC0415 -- see TYPE_CHECKING above
+
     mapping = None
     if body.sql is not None:
         mapping = SqlMapping(
