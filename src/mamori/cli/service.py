@@ -57,7 +57,7 @@ DECIDE_EPILOG = (
     f"Exit codes: {EXIT_SAFE} = done; {EXIT_DENIED} = the token was refused or the policies "
     f"denied it; {EXIT_ERROR} = error (unknown digest, no finished scan, bad configuration)."
 )
-_SCOPE_VALUES: Final = ("read", "scan", "gate", "decide", "admin")
+_SCOPE_VALUES: Final = ("read", "scan", "gate", "decide", "admin", "authz")
 """The values of :class:`mamori.identity.apitokens.Scope` for --help (a test pins them): that
 module imports SQLAlchemy, which `mamori --help` should not pay for."""
 _CHECK_EPILOG = (

@@ -17,6 +17,7 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 
 from mamori.errors import ConfigError, StoreError
+from mamori.genai.edge import EdgeStore
 
 __all__ = [
     "RESERVED_KEYS",
@@ -139,7 +140,7 @@ class TrustedIngestor:
 
     def __init__(
         self,
-        client: QdrantClient,
+        client: QdrantClient | EdgeStore,
         collection: str,
         embed: Callable[[Sequence[str]], Sequence[Sequence[float]]],
         acl_schema: AclSchema,
@@ -152,7 +153,14 @@ class TrustedIngestor:
         self.stripped: list[tuple[str, str]] = []
 
     def ensure_collection(self, dimension: int) -> None:
-        """Create the collection and keyword indexes on the ACL fields if missing."""
+        """Create the collection and keyword indexes on the ACL fields if missing.
+
+        An :class:`EdgeStore` is created with its dimension; here it gets the payload indexes
+        its filtered search uses (keyword indexes on every ACL field).
+        """
+        if isinstance(self._client, EdgeStore):
+            self._client.index_keywords(f"acl.{name}" for name in self._schema.fields)
+            return
         try:
             if not self._client.collection_exists(self._collection):
                 self._client.create_collection(
@@ -177,6 +185,14 @@ class TrustedIngestor:
         if not prepared:
             return 0
         vectors = self._embed([text for _, text, _ in prepared])
+        if isinstance(self._client, EdgeStore):
+            self._client.upsert(
+                [
+                    (point_id(doc_id), vec, payload)
+                    for (doc_id, _, payload), vec in zip(prepared, vectors, strict=True)
+                ]
+            )
+            return len(prepared)
         points = [
             models.PointStruct(id=point_id(doc_id), vector=list(vec), payload=payload)
             for (doc_id, _, payload), vec in zip(prepared, vectors, strict=True)

@@ -62,6 +62,8 @@ class Scope(enum.StrEnum):
     """Approve, reject or override (the policies still require roles and MFA)."""
     ADMIN = "admin"
     """Token management, audit export, registering server-side paths."""
+    AUTHZ = "authz"
+    """Ask the AuthZEN decision API about a forwarded end user (a PEP's credential)."""
 
 
 @dataclass(frozen=True, slots=True)

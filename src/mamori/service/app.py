@@ -17,7 +17,7 @@ from mamori.config import Settings, load_settings
 from mamori.errors import StoreError
 from mamori.identity.network import RouteGroup
 from mamori.policy.engine import PolicyEngine
-from mamori.service import admin, routes
+from mamori.service import admin, authzen, routes
 from mamori.service.auth import RuntimeDep, network_guard
 from mamori.service.console import install_console
 from mamori.service.mlflow_hooks import mlflow_router
@@ -116,6 +116,7 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(routes.admin_router)
     app.include_router(admin.router)
+    app.include_router(authzen.router)
     app.include_router(mlflow_router(runtime, doorbell=mlflow_doorbell))
     install_console(app)
 
