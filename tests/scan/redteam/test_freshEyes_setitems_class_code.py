@@ -8,15 +8,14 @@ sympy's ``MutableDenseMatrix.__setitem__`` sympifies (evals) a string value. The
 parts are all made with an argument-free ``__new__`` plus BUILD dict states, so nothing in the
 file is a call the model grades above LOW, and the verdict is SAFE.
 
-Not fixed: grading every item given to an unlisted object as a call would flag those ordinary
-dict-subclass checkpoints. A fix needs to know which classes define their own item methods.
+Fixed by grading items given to an object of an unreviewed class as a call of that class
+(MEDIUM for a third-party class, so the verdict is UNSAFE): its own item methods run with the
+file's data. Reviewed dict-like classes need an exact allowlist entry.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
 
 from mamori.findings import Verdict
 
@@ -94,11 +93,6 @@ def sympify_payload(marker: Path) -> str:
     return f"sympify.__globals__['__builtins__']['exec']({code!r})"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="items given to an unlisted object run its class's __setitem__ with file data, "
-    "graded LOW like ordinary third-party dict subclasses (see module docstring)",
-)
 def test_setitem_on_a_matrix_whose_setitem_evaluates_strings_is_unsafe(
     attack, verdict_of, tmp_path
 ):

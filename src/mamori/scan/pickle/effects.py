@@ -380,6 +380,12 @@ class Effects:
         if isinstance(target, Call):
             self._used_as_object(target, at)
             reviewed = _made_by_reviewed_code(target)
+            if not reviewed and isinstance(target.func, GlobalRef):
+                # The object's own class code (its __setitem__/extend/append/add) runs with the
+                # file's items: a call of the unreviewed class (sympy's MutableDenseMatrix
+                # sympifies, i.e. evals, a string item). Exact allowlist entries keep reviewed
+                # dict-like classes quiet.
+                tr.use(target.func, UseKind.CALLED, at)
             if len(target.items) < 64:  # noqa: PLR2004 - bounded
                 target.items.extend(items[:64])
         elif isinstance(target, GlobalRef):
