@@ -1,4 +1,4 @@
-"""One progress display for long work: bytes done, speed and time, on stderr, at a terminal only."""
+"""Progress displays for long work, on stderr and only at a terminal: bytes, or a count."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeElapsedColumn,
     TransferSpeedColumn,
 )
 
-__all__ = ["byte_progress"]
+__all__ = ["byte_progress", "count_progress"]
 
 
 def byte_progress() -> Progress:
@@ -25,6 +26,20 @@ def byte_progress() -> Progress:
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+
+
+def count_progress() -> Progress:
+    """A transient progress bar counting items (versions, files), at a terminal only."""
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=True,

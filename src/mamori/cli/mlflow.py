@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from mamori.cli._extras import exit_missing_extra
+from mamori.cli._progress import count_progress
 from mamori.cli.exitcodes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_SAFE
 from mamori.errors import ConfigError, MamoriError
 
@@ -140,7 +141,15 @@ def sweep_command(
 
         settings = load_settings()
         queue = make_queue(settings)
-        report = build_integration(settings, queue.lifecycle()).sweep(rescan=rescan)
+        with count_progress() as bar:
+            task = bar.add_task("sweep: versions resolved", total=None)
+
+            def advance(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            report = build_integration(settings, queue.lifecycle()).sweep(
+                rescan=rescan, progress=None if bar.disable else advance
+            )
     typer.echo(
         f"{report.versions} version(s); resolved {report.resolved}, failed {report.failed}; "
         f"{report.protected_checked} protected target(s), {report.protected_denied} denied, "

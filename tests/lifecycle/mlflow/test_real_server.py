@@ -261,8 +261,12 @@ def test_versions_created_while_mamori_is_down_are_found_by_the_sweep(stack, reg
         mamori.start()
     assert mamori.digests(name, first) == []
     assert mamori.digests(name, second) == []
-    report = build_integration(mamori.settings, mamori.lifecycle).sweep()
+    seen: list[tuple[int, int]] = []
+    report = build_integration(mamori.settings, mamori.lifecycle).sweep(
+        progress=lambda done, total: seen.append((done, total))
+    )
     assert report.resolved >= 2
+    assert seen[-1][0] == seen[-1][1] >= 2  # one progress step per version resolved
     assert set(mamori.verdicts(name, first).values()) == {"safe"}
     assert mamori.verdicts(name, second)["python_model.pkl"] == "unsafe"
 

@@ -254,12 +254,14 @@ class MlflowIntegration:
         *,
         rescan: bool = False,
         resolve: Callable[[str, str, bool], Resolution | None] | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> SweepReport:
         """Resolve, re-verify, check protected targets and mirror verdicts.
 
         Resolves every unseen or changed version (all, when ``rescan``) and re-hashes the
         versions holding a protected target before checking those targets. ``resolve``
         replaces in-process resolution (the job queue passes one that enqueues).
+        ``progress(done, total)`` is called after each version resolved (a display only).
         """
         plan = self.plan(rescan=rescan)
         here = lambda n, v, force: self.resolver.resolve(n, v, force=force)  # noqa: E731
@@ -269,8 +271,10 @@ class MlflowIntegration:
         # nothing more than a stale binding (e.g. one made before identities were recorded).
         protected = {(t.name, t.version) for t in plan.protected}
         resolved = failed = 0
-        for name, version in plan.to_resolve:
+        for done, (name, version) in enumerate(plan.to_resolve, start=1):
             result = (here if (name, version) in protected else run)(name, version, rescan)
+            if progress is not None:
+                progress(done, len(plan.to_resolve))
             if result is None:
                 continue
             if result.status is VersionStatus.RESOLVED:
