@@ -15,7 +15,7 @@ from mamori.lifecycle.mlflow.events import build_integration
 from mamori.lifecycle.mlflow.gate import grant_break_glass
 
 from .conftest import ADMIN, ALICE
-from .test_bypasses import RENAME, _alias_of, _audit
+from .test_bypasses import RENAME, _alias_of, _approved, _artifact_path, _audit, _wait
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("mlflow-stack")]
 
@@ -56,3 +56,36 @@ def test_freshEyes_break_glass_grant_follows_the_name_onto_swapped_in_bytes(  # 
     assert "break-glass" not in response.json()["message"]
     assert _alias_of(mlflow.url, good, "production") is None
     assert not _audit(mamori, "mlflow-break-glass-use", good)
+
+
+def test_freshEyes_same_size_swap_before_promotion_of_a_recently_verified_version(  # noqa: N802
+    stack, register_model, unique
+):
+    mlflow, mamori = stack
+    name = unique("presize")
+    version = _approved(mamori, register_model, name)
+    # An earlier promotion had the bytes re-hashed by a sweep: verified minutes ago.
+    assert mlflow.set_alias(ALICE, name, version, "champion").status_code == 200
+    settings = mamori.settings.model_copy(update={"mlflow_reverify_minutes": 0})
+    assert build_integration(settings, mamori.lifecycle).sweep().drifted == 0
+    gone = mlflow.rest(  # the owner retired it (deleting an alias needs MANAGE)
+        ADMIN,
+        "DELETE",
+        "/api/2.0/mlflow/registered-models/alias",
+        json={"name": name, "alias": "champion"},
+    )
+    assert gone.is_success
+    folder = _artifact_path(mlflow.url, name, version)
+    original = mlflow.rest(ALICE, "GET", f"{folder}/MLmodel").content
+    forged = bytes(reversed(original))  # same size: the listing the gate compares is unchanged
+    assert mlflow.rest(ALICE, "PUT", f"{folder}/MLmodel", content=forged).is_success
+    # The plugin compares (path, size) only: the promotion of the replaced bytes is allowed.
+    assert mlflow.set_alias(ALICE, name, version, "production").status_code == 200
+    # Before the fix the alias stayed until the next re-verification (60 minutes by default);
+    # now the alias webhook has the bytes hashed at once and the alias removed.
+    _wait(lambda: _alias_of(mlflow.url, name, "production") is None, "the alias stayed")
+    build_integration(mamori.settings, mamori.lifecycle).sweep()
+    assert _alias_of(mlflow.url, name, "production") is None
+    (drift,) = _audit(mamori, "mlflow-drift", name)
+    assert "MLmodel sha256" in drift.reason
+    assert drift.reason.startswith("re-hash:")
