@@ -2,7 +2,8 @@
 
 Kept apart from :mod:`mamori.store.models` (same declarative ``Base``) so the integration's
 schema reads as one unit; revision ``0002`` creates them, ``0004`` adds what a version is
-bound to (its registry identity and the manifest of its files).
+bound to (its registry identity and the manifest of its files), ``0007`` what a break-glass
+grant was made for.
 """
 
 from __future__ import annotations
@@ -120,3 +121,7 @@ class BreakGlassRow(Base):
     granted_by: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    binding: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """The version's bound identity and manifest when the grant was made (``None`` if it was
+    not bound): the grant vouches for that object and those bytes, never for whatever the
+    registry later holds under the same name and number."""

@@ -104,3 +104,27 @@ def test_break_glass_does_not_override_a_drift(lifecycle, bound):
     )
     other = VersionIdentity(1, "run-b", "models:/m-b", "m-b")
     assert not _decide(lifecycle, _facts(identity=other)).allowed
+
+
+def test_break_glass_does_not_follow_the_name_onto_a_rebound_version(lifecycle, bound):
+    grant_break_glass(
+        lifecycle,
+        make_principal("root", "admin"),
+        name="fraud",
+        version="1",
+        alias="production",
+        reason="incident 9",
+        duration=timedelta(minutes=5),
+    )
+    # The verdict alone says no now: only the grant can allow.
+    lifecycle.decide(
+        make_principal("paula", "approver"), bound[0].sha256, ApprovalDecision.REJECTED
+    )
+    assert _decide(lifecycle, _facts()).break_glass  # same object and bytes: the grant holds
+    other = VersionIdentity(1_700_000_000_009, "run-b", "models:/m-b", "m-b")
+    with lifecycle.store.write() as session:  # as the resolver rebinds after a rename swap
+        row = session.execute(select(MlflowVersionRow)).scalar_one()
+        row.identity = other.to_json()
+    decision = _decide(lifecycle, _facts(identity=other))
+    assert not decision.allowed
+    assert not decision.break_glass

@@ -25,6 +25,7 @@ from sqlalchemy import delete, or_, select, update
 
 from mamori.config import Settings
 from mamori.errors import ConfigError, MamoriError
+from mamori.lifecycle.mlflow.gate import is_protected
 from mamori.lifecycle.mlflow.resolve import Resolution, Resolver
 from mamori.lifecycle.mlflow.sweep import (
     AliasGuard,
@@ -211,6 +212,12 @@ class MlflowIntegration:
         result = self.resolver.resolve(alias.name, alias.version)
         if result.status is VersionStatus.GONE:
             return  # nothing to protect (MLflow's test deliveries name a model that is absent)
+        protected = is_protected(alias.alias, self.settings.mlflow_protected_aliases)
+        if protected and result.status is VersionStatus.RESOLVED:
+            # The promotion gate compared only the listing (path, size): bytes replaced in
+            # place with the same size before the promotion show only when hashed, so hash
+            # now rather than at the next periodic re-verification (up to an hour later).
+            self.resolver.rehash(alias.name, alias.version)
         # Checked even when resolution failed: an unbound version is denied, so a protected
         # alias on bytes mamori could not read is removed at once (fail closed).
         self.guard.check(Target(alias.name, alias.version, alias.alias), origin="webhook")

@@ -9,14 +9,15 @@ undeployable until it is resolved again (a rescan). Registry tags are never read
 
 An admin may grant a *break-glass* exception for one exact name/version/alias, with MFA and a
 written reason, for a limited time; granting and every use of it are audited. It overrides a
-verdict, never a drift: the grant was made for the object and bytes the admin looked at.
+verdict, never a drift: the grant was made for the object and bytes the admin looked at, so it
+records the binding in place then and applies only while that same binding is in place.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import select
 
@@ -91,6 +92,15 @@ class BreakGlass:
     expires_at: datetime
 
 
+def _bound(row: MlflowVersionRow | None) -> dict[str, Any] | None:
+    """The identity and manifest bound now (``None`` when the version is not bound)."""
+    if row is None or row.status is not VersionStatus.RESOLVED:
+        return None
+    if row.identity is None or row.manifest is None:
+        return None
+    return {"identity": row.identity, "manifest": row.manifest}
+
+
 def registry_mismatch(row: MlflowVersionRow | None, current: RegistryFacts | None) -> str:
     """Why the registry no longer holds what was bound ("" when it does, or nothing was)."""
     if row is None or row.status is not VersionStatus.RESOLVED:
@@ -155,17 +165,26 @@ def decide_promotion(
                     reason=f"promotion check: {mismatch}; undeployable until rescanned",
                 )
         elif not allowed:
-            grant = session.execute(
-                select(BreakGlassRow)
-                .where(
-                    BreakGlassRow.name == name,
-                    BreakGlassRow.version == version,
-                    BreakGlassRow.alias == target.strip().casefold(),
-                    BreakGlassRow.expires_at > _now(),
-                )
-                .order_by(BreakGlassRow.id.desc())
-                .limit(1)
-            ).scalar()
+            bound_now = _bound(row)
+            grant = next(
+                (
+                    g
+                    for g in session.execute(
+                        select(BreakGlassRow)
+                        .where(
+                            BreakGlassRow.name == name,
+                            BreakGlassRow.version == version,
+                            BreakGlassRow.alias == target.strip().casefold(),
+                            BreakGlassRow.expires_at > _now(),
+                        )
+                        .order_by(BreakGlassRow.id.desc())
+                    ).scalars()
+                    # Only for the object and bytes the admin granted it for: after a rename
+                    # swap or a delete and re-register the name is rebound to other bytes.
+                    if g.binding == bound_now
+                ),
+                None,
+            )
             if grant is not None:
                 decision = PromotionDecision(
                     allowed=True,
@@ -237,7 +256,15 @@ def grant_break_glass(
         raise denied
     now = _now()
     with lifecycle.store.write() as session:
+        bound = _bound(
+            session.execute(
+                select(MlflowVersionRow).where(
+                    MlflowVersionRow.name == name, MlflowVersionRow.version == version
+                )
+            ).scalar()
+        )
         row = BreakGlassRow(
+            binding=bound,
             name=name,
             version=version,
             alias=alias.strip().casefold(),
