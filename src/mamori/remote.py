@@ -219,10 +219,24 @@ def _mlflow(url: str, quarantine: Path, timeout: float) -> Fetched:
     try:
         import mlflow.artifacts  # noqa: PLC0415 -- optional extra [mlflow]
         from mlflow.exceptions import MlflowException  # noqa: PLC0415
+        from mlflow.tracking import MlflowClient  # noqa: PLC0415
 
+        from mamori.lifecycle.verify import parse_target  # noqa: PLC0415 -- one URI grammar
+
+        target = parse_target(url)
+        # The registry is named explicitly: MLflow's process-wide registry URI (set by anything
+        # else in the process) must never decide which server a models:/ URI resolves on.
+        client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
         try:
+            if target.ref.startswith("@"):
+                version = str(
+                    client.get_model_version_by_alias(target.name, target.ref[1:]).version
+                )
+            else:
+                version = target.ref
+            source = client.get_model_version_download_uri(target.name, version)
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=url, dst_path=str(quarantine / "model"), tracking_uri=tracking
+                artifact_uri=source, dst_path=str(quarantine / "model"), tracking_uri=tracking
             )
         except (MlflowException, OSError) as exc:
             msg = f"{url} (tracking {redact(tracking)}): {' '.join(str(exc).split())[:500]}"

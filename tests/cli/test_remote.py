@@ -248,7 +248,10 @@ def test_an_mlflow_model_alias_is_fetched_and_scanned(tmp_path, quarantine_root,
     )
     client.set_registered_model_alias("fraud", "champion", version.version)
     monkeypatch.setenv("MAMORI_MLFLOW_TRACKING_URI", tracking)
-    assert mlflow is not None
+    # Another part of the process pointed MLflow's global registry elsewhere: the scan must
+    # still resolve the alias on the configured server (this once made it fail under xdist).
+    monkeypatch.setattr(mlflow.tracking._model_registry.utils, "_registry_uri", None)
+    mlflow.set_registry_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")
     result, doc = _json_scan("models:/fraud@champion")
     assert result.exit_code == EXIT_UNSAFE, result.output
     report = doc["reports"][0]
