@@ -250,8 +250,9 @@ def test_an_mlflow_model_alias_is_fetched_and_scanned(tmp_path, quarantine_root,
     monkeypatch.setenv("MAMORI_MLFLOW_TRACKING_URI", tracking)
     # Another part of the process pointed MLflow's global registry elsewhere: the scan must
     # still resolve the alias on the configured server (this once made it fail under xdist).
-    monkeypatch.setattr(mlflow.tracking._model_registry.utils, "_registry_uri", None)
-    mlflow.set_registry_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", elsewhere)  # both restored after the test
+    monkeypatch.setattr(mlflow.tracking._model_registry.utils, "_registry_uri", elsewhere)
     result, doc = _json_scan("models:/fraud@champion")
     assert result.exit_code == EXIT_UNSAFE, result.output
     report = doc["reports"][0]

@@ -109,7 +109,11 @@ def connect_command(
         if not settings.mlflow_tracking_uri or settings.mlflow_webhook_secret is None:
             raise ConfigError("set MAMORI_MLFLOW_TRACKING_URI and MAMORI_MLFLOW_WEBHOOK_SECRET")
         result = connect(
-            MlflowClient(tracking_uri=settings.mlflow_tracking_uri),
+            MlflowClient(
+                tracking_uri=settings.mlflow_tracking_uri,
+                # Named, so a process-wide MLFLOW_REGISTRY_URI never picks the registry.
+                registry_uri=settings.mlflow_tracking_uri,
+            ),
             url=url,
             secret=settings.mlflow_webhook_secret.get_secret_value(),
             encryption_key_fixed=encryption_key_fixed,

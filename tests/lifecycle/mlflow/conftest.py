@@ -281,7 +281,7 @@ def stack(  # noqa: PLR0915 - one linear setup
         from mamori.lifecycle.mlflow.connect import connect
 
         result = connect(
-            MlflowClient(tracking_uri=mlflow_url),
+            MlflowClient(tracking_uri=mlflow_url, registry_uri=mlflow_url),
             url=f"{mamori.url}/v1/hooks/mlflow",
             secret=SECRET,
             encryption_key_fixed=True,
