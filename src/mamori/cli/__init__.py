@@ -44,13 +44,14 @@ app = typer.Typer(
 def version_text() -> str:
     """``mamori --version``: the package, the scan ruleset and the interpreter it runs on."""
     # Lazy: the rule catalogue is only needed when the version is asked for.
+    from mamori.scan.pickle.hot import SCANNER_BUILD  # noqa: PLC0415
     from mamori.scan.rules import RULES, RULESET_VERSION  # noqa: PLC0415
 
     python = f"{platform.python_implementation()} {platform.python_version()}"
     return (
         f"mamori {__version__}\n"
         f"ruleset {RULESET_VERSION} ({len(RULES)} rules)\n"
-        f"scanner: pure-Python pickle analyser with its fast path, on {python}\n"
+        f"scanner: pickle hot loop {SCANNER_BUILD}, on {python}\n"
     )
 
 

@@ -195,6 +195,9 @@ def _bwrap_argv(
         argv += ["--unshare-cgroup-try"]
     else:
         argv += ["--unshare-all", "--unshare-user", "--disable-userns"]
+    # The private mounts first: a later bind whose host path lies under /tmp (a venv or a
+    # checkout there) must land on top of the tmpfs, not be hidden by it.
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108
     for d in _SYSTEM_DIRS:
         argv += ["--ro-bind-try", d, d]
     for f in _ETC_FILES:
@@ -211,7 +214,6 @@ def _bwrap_argv(
     argv += ["--ro-bind", str(model_dir), f"{SANDBOX_ROOT}/model"]
     argv += ["--bind", str(work), f"{SANDBOX_ROOT}/work"]
     argv += ["--ro-bind", str(loader), f"{SANDBOX_ROOT}/loader.py"]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108
     argv += ["--chdir", f"{SANDBOX_ROOT}/work", "--setenv", "HOME", f"{SANDBOX_ROOT}/work"]
     argv += ["--setenv", "PYTHONDONTWRITEBYTECODE", "1"]
     if seccomp_fd is not None:
