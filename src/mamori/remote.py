@@ -209,14 +209,13 @@ def _mlflow(url: str, quarantine: Path, timeout: float) -> Fetched:
     if not tracking:
         msg = f"{url}: set MAMORI_MLFLOW_TRACKING_URI (or MLFLOW_TRACKING_URI) to resolve it"
         raise ConfigError(msg)
-    # MLflow reads its HTTP limits per request; bound them unless the operator set them.
-    bounded = {
+    from mamori.lifecycle.mlflow.http import bounded_http  # noqa: PLC0415 -- the mlflow extra
+
+    limits = {
         "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout)),
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     }
-    added = [k for k in bounded if k not in os.environ]
-    os.environ.update({k: bounded[k] for k in added})
-    try:
+    with bounded_http(limits):
         import mlflow.artifacts  # noqa: PLC0415 -- optional extra [mlflow]
         from mlflow.exceptions import MlflowException  # noqa: PLC0415
         from mlflow.tracking import MlflowClient  # noqa: PLC0415
@@ -241,9 +240,6 @@ def _mlflow(url: str, quarantine: Path, timeout: float) -> Fetched:
         except (MlflowException, OSError) as exc:
             msg = f"{url} (tracking {redact(tracking)}): {' '.join(str(exc).split())[:500]}"
             raise RegistryError(msg) from exc
-    finally:
-        for key in added:
-            os.environ.pop(key, None)
     return Fetched(url, Path(local), f"fetched from {url} via {redact(tracking)}")
 
 

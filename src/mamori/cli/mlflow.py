@@ -8,7 +8,6 @@ tracking URI and the webhook secret from ``MAMORI_MLFLOW_TRACKING_URI`` and
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import sys
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from mamori.cli._extras import exit_missing_extra
 from mamori.cli._progress import count_progress
 from mamori.cli.exitcodes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_SAFE
 from mamori.errors import ConfigError, MamoriError
+from mamori.lifecycle.mlflow.http import bounded_http
 
 __all__ = ["mlflow_app"]
 
@@ -36,7 +36,7 @@ _err = Console(stderr=True)
 
 # MLflow's own defaults (120 s per request, 7 retries with exponential backoff) made `connect`
 # and `sweep` hang for minutes against an unreachable server. These are MLflow's variables, so
-# an operator who sets them keeps their values.
+# an operator who sets them keeps their values (`bounded_http`).
 _HTTP_DEFAULTS: Final = MappingProxyType(
     {
         "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
@@ -46,18 +46,6 @@ _HTTP_DEFAULTS: Final = MappingProxyType(
 )
 _OUTBOUND_MODULES: Final = ("mlflow", "requests", "urllib3")
 _USERINFO: Final = re.compile(r"(\w+://)[^/@\s]+@")
-
-
-@contextlib.contextmanager
-def _bounded_http() -> Iterator[None]:
-    """MLflow reads these per request; restore them after, for callers that embed the CLI."""
-    added = [name for name in _HTTP_DEFAULTS if name not in os.environ]
-    os.environ.update({name: _HTTP_DEFAULTS[name] for name in added})
-    try:
-        yield
-    finally:
-        for name in added:
-            os.environ.pop(name, None)
 
 
 @contextlib.contextmanager
@@ -97,7 +85,7 @@ def connect_command(
     ] = False,
 ) -> None:
     """Create or update the 'mamori' webhook (admin credentials) and test every event."""
-    with _bounded_http(), _errors("connect"):
+    with bounded_http(_HTTP_DEFAULTS), _errors("connect"):
         from mamori.config import load_settings  # noqa: PLC0415 - pydantic-settings; start-up time
         from mamori.lifecycle.mlflow.connect import connect  # noqa: PLC0415
 
@@ -138,7 +126,7 @@ def sweep_command(
 
     Scans are queued for the workers (``mamori worker``).
     """
-    with _bounded_http(), _errors("sweep"):
+    with bounded_http(_HTTP_DEFAULTS), _errors("sweep"):
         from mamori.config import load_settings  # noqa: PLC0415 - pydantic-settings; start-up time
         from mamori.lifecycle.mlflow.events import build_integration  # noqa: PLC0415
         from mamori.lifecycle.queue import make_queue  # noqa: PLC0415 - optional extra
