@@ -21,7 +21,6 @@ from mamori.cli._extras import exit_missing_extra
 from mamori.cli._progress import count_progress
 from mamori.cli.exitcodes import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_SAFE
 from mamori.errors import ConfigError, MamoriError
-from mamori.lifecycle.mlflow.http import bounded_http
 
 __all__ = ["mlflow_app"]
 
@@ -44,6 +43,17 @@ _HTTP_DEFAULTS: Final = MappingProxyType(
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     }
 )
+
+
+@contextlib.contextmanager
+def _bounded() -> Iterator[None]:
+    # Lazy: the lifecycle package needs the [mlflow] extra, whose absence _errors reports.
+    from mamori.lifecycle.mlflow.http import bounded_http  # noqa: PLC0415
+
+    with bounded_http(_HTTP_DEFAULTS):
+        yield
+
+
 _OUTBOUND_MODULES: Final = ("mlflow", "requests", "urllib3")
 _USERINFO: Final = re.compile(r"(\w+://)[^/@\s]+@")
 
@@ -85,7 +95,7 @@ def connect_command(
     ] = False,
 ) -> None:
     """Create or update the 'mamori' webhook (admin credentials) and test every event."""
-    with bounded_http(_HTTP_DEFAULTS), _errors("connect"):
+    with _errors("connect"), _bounded():
         from mamori.config import load_settings  # noqa: PLC0415 - pydantic-settings; start-up time
         from mamori.lifecycle.mlflow.connect import connect  # noqa: PLC0415
 
@@ -126,7 +136,7 @@ def sweep_command(
 
     Scans are queued for the workers (``mamori worker``).
     """
-    with bounded_http(_HTTP_DEFAULTS), _errors("sweep"):
+    with _errors("sweep"), _bounded():
         from mamori.config import load_settings  # noqa: PLC0415 - pydantic-settings; start-up time
         from mamori.lifecycle.mlflow.events import build_integration  # noqa: PLC0415
         from mamori.lifecycle.queue import make_queue  # noqa: PLC0415 - optional extra
