@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData
 
-from mamori.store import models, models_genai, models_mlflow
+# Imported for their side effect: each module declares its tables on Base.
+from mamori.store import models, models_genai, models_mlflow  # noqa: F401
 from mamori.store.base import Base
 
 __all__ = ["metadata"]
 
 metadata: MetaData = Base.metadata
 """Every mamori table (the model modules are imported for their side effect)."""
-
-_TABLE_MODULES = (models, models_genai, models_mlflow)
